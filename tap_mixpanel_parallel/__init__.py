@@ -1,0 +1,1 @@
+"""Singer tap for Mixpanel raw events, exported in parallel date partitions."""

@@ -1,0 +1,194 @@
+"""Fetch planned partitions on a thread pool and hand them back complete, in plan order.
+
+A worker writes a partition's records to its own spool file and reports the partition only
+once the whole export response was read and every line parsed. A retry truncates the spool
+and starts over. So a cut stream never reaches stdout, a retried partition is never emitted
+twice, and memory stays bounded by the disk instead of by the size of a partition.
+
+Results come back in plan order. That keeps the bookmark simple (it covers exactly what was
+emitted) and makes a stop clean: everything after the first unfinished partition is owed
+again, nothing before it is. A look-ahead window bounds how many partitions may be fetched
+or spooled ahead of the one the main thread is waiting for.
+
+Workers only fetch, parse and write their spool files; the main thread alone writes Singer
+messages and touches state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import backoff
+
+from tap_mixpanel_parallel.errors import ExportError
+from tap_mixpanel_parallel.limiter import RateLimiter, StopRequested
+from tap_mixpanel_parallel.partitions import PlannedPartition
+
+#: Fetch one attempt of a partition into the open spool file; returns the record count.
+Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], int]
+
+MAX_BACKOFF_SECONDS = 60.0
+WORKER_THREAD_PREFIX = "mixpanel-export"
+
+
+@dataclass
+class PartitionResult:
+    """How one planned partition ended."""
+
+    index: int
+    planned: PlannedPartition
+    status: str  # "ok", "failed", "fatal" or "stopped"
+    records: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    spool: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the spool holds the whole partition."""
+        return self.status == "ok"
+
+
+class PartitionRunner:
+    """Runs partitions concurrently under one shared rate limiter."""
+
+    def __init__(
+        self,
+        *,
+        attempt: Attempt,
+        limiter: RateLimiter,
+        max_workers: int,
+        max_retries: int,
+        logger: logging.Logger,
+        backoff_factor: float = 1.0,
+        spool_dir: str | None = None,
+    ) -> None:
+        self._attempt = attempt
+        self._limiter = limiter
+        self._max_workers = max_workers
+        self._max_retries = max_retries
+        self._logger = logger
+        self._backoff_factor = backoff_factor
+        self._spool_parent = spool_dir
+        self.stop_event = threading.Event()
+        self.fatal_event = threading.Event()
+        self.interrupted = False
+
+    def stop(self) -> None:
+        """Start no more partitions and abandon the ones in flight (safe from a signal)."""
+        self.interrupted = True
+        self.stop_event.set()
+
+    def run(self, planned: Sequence[PlannedPartition]) -> Iterator[PartitionResult]:
+        """Yield one result per partition in plan order, until all are done or a stop.
+
+        After a stop or a fatal error it yields nothing more: what follows the last yielded
+        result is owed to the next run.
+        """
+        window = 2 * self._max_workers
+        pool = ThreadPoolExecutor(
+            max_workers=self._max_workers, thread_name_prefix=WORKER_THREAD_PREFIX
+        )
+        pending: deque[Future[PartitionResult]] = deque()
+        with tempfile.TemporaryDirectory(
+            prefix="tap-mixpanel-parallel-", dir=self._spool_parent, ignore_cleanup_errors=True
+        ) as spool_dir:
+            try:
+                submitted = 0
+                while submitted < len(planned) or pending:
+                    while submitted < len(planned) and len(pending) < window and not self._halted():
+                        spool = Path(spool_dir) / f"{submitted:06d}.jsonl"
+                        pending.append(
+                            pool.submit(self._run_one, submitted, planned[submitted], spool)
+                        )
+                        submitted += 1
+                    if not pending:
+                        break
+                    result = self._wait(pending[0])
+                    if result is None or result.status == "stopped":
+                        break
+                    pending.popleft()
+                    yield result
+                    if result.spool is not None:
+                        result.spool.unlink(missing_ok=True)
+                    if result.status == "fatal":
+                        break
+            finally:
+                # Never wait here for a worker stuck in a stalled read: it checks the stop
+                # event between chunks, and the caller decides how long a stop may take.
+                self.stop_event.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _halted(self) -> bool:
+        return self.stop_event.is_set() or self.fatal_event.is_set()
+
+    def _wait(self, future: Future[PartitionResult]) -> PartitionResult | None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return future.result(timeout=0.2)
+            if self.stop_event.is_set():
+                return None
+
+    def _run_one(self, index: int, planned: PlannedPartition, spool: Path) -> PartitionResult:
+        started = time.monotonic()
+        delays = backoff.expo(factor=self._backoff_factor, max_value=MAX_BACKOFF_SECONDS)
+        next(delays)  # the first value of python-backoff generators is a priming value
+        attempts = 0
+
+        def result(status: str, error: str = "", records: int = 0) -> PartitionResult:
+            return PartitionResult(
+                index=index,
+                planned=planned,
+                status=status,
+                records=records,
+                attempts=attempts,
+                seconds=time.monotonic() - started,
+                error=error,
+                spool=spool if status == "ok" else None,
+            )
+
+        while True:
+            if self._halted():
+                return result("stopped")
+            attempts += 1
+            try:
+                with (
+                    self._limiter.slot(self.stop_event),
+                    spool.open("wb", buffering=1 << 20) as sink,
+                ):
+                    records = self._attempt(planned, sink, self.stop_event)
+                return result("ok", records=records)
+            except StopRequested:
+                return result("stopped")
+            except ExportError as exc:
+                if self.stop_event.is_set():
+                    return result("stopped")
+                if exc.fatal:
+                    self.fatal_event.set()
+                    return result("fatal", exc.message)
+                if not exc.retryable or attempts > self._max_retries:
+                    return result("failed", exc.message)
+                delay = backoff.full_jitter(next(delays))
+                if exc.retry_after is not None:
+                    self._limiter.pause(exc.retry_after)
+                    delay = max(delay, exc.retry_after)
+                self._logger.warning(
+                    "partition %s: attempt %d failed (%s); retrying in %.1fs",
+                    planned.partition,
+                    attempts,
+                    exc.message,
+                    delay,
+                )
+                if self.stop_event.wait(delay):
+                    return result("stopped")

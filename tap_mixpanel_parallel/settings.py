@@ -1,0 +1,230 @@
+"""Typed, validated settings.
+
+The SDK checks each setting's JSON-schema type; this module checks what a schema cannot say
+(exactly one auth method, a real IANA timezone, dates in order) and turns the loose config
+mapping into one frozen value that the rest of the tap reads. Every error is one line that
+names the setting and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+REGION_HOSTS = {
+    "us": "https://data.mixpanel.com",
+    "eu": "https://data-eu.mixpanel.com",
+    "in": "https://data-in.mixpanel.com",
+}
+EXPORT_PATH = "/api/2.0/export"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+def parse_day(value: Any, setting: str) -> dt.date:
+    """A date from ``YYYY-MM-DD`` or an ISO 8601 date-time, of which only the date counts.
+
+    Meltano passes ``start_date`` either way depending on how the user wrote it.
+    """
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+    except ValueError:
+        msg = f"{setting}: {value!r} is not a date; use YYYY-MM-DD or an ISO 8601 date-time"
+        raise SettingsError(msg) from None
+
+
+def today_in(zone: dt.tzinfo, now: dt.datetime | None = None) -> dt.date:
+    """Today's date where Mixpanel counts days: in the project's timezone."""
+    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone).date()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs from the config, already checked."""
+
+    authorization: str = field(repr=False)
+    project_id: int | None
+    export_url: str
+    start_date: dt.date
+    end_date: dt.date | None
+    project_timezone: ZoneInfo
+    partition_days: int = 7
+    max_workers: int = 10
+    max_requests_per_second: float = 3.0
+    max_requests_per_hour: int = 60
+    lookback_days: int = 5
+    event_names: tuple[str, ...] = ()
+    where: str | None = None
+    time_in_ms: bool = False
+    request_timeout: float = 600.0
+    max_retries: int = 5
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Check and convert; raises :class:`SettingsError` on the first problem."""
+        authorization, project_id, secrets = _auth(config)
+        zone_name = config.get("project_timezone") or "UTC"
+        try:
+            zone = ZoneInfo(str(zone_name))
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = (
+                f"project_timezone: {zone_name!r} is not an IANA timezone name;"
+                " use e.g. 'UTC' or 'America/Los_Angeles'"
+            )
+            raise SettingsError(msg) from None
+        if config.get("start_date") in (None, ""):
+            msg = "start_date: required; set the first day to export, e.g. 2024-01-01"
+            raise SettingsError(msg)
+        start = parse_day(config["start_date"], "start_date")
+        end = (
+            None
+            if config.get("end_date") in (None, "")
+            else parse_day(config["end_date"], "end_date")
+        )
+        if end is not None and start > end:
+            msg = f"start_date: {start} is after end_date {end}; swap or fix them"
+            raise SettingsError(msg)
+        if start > today_in(zone):
+            msg = f"start_date: {start} is in the future in project_timezone {zone_name}"
+            raise SettingsError(msg)
+        return cls(
+            authorization=authorization,
+            project_id=project_id,
+            export_url=_export_url(config),
+            start_date=start,
+            end_date=end,
+            project_timezone=zone,
+            partition_days=_int(config, "partition_days", 7, 1, 100),
+            max_workers=_int(config, "max_workers", 10, 1, 100),
+            max_requests_per_second=_positive(config, "max_requests_per_second", 3.0),
+            max_requests_per_hour=_int(config, "max_requests_per_hour", 60, 1, None),
+            lookback_days=_int(config, "lookback_days", 5, 0, None),
+            event_names=_event_names(config),
+            where=(str(config["where"]) if config.get("where") else None),
+            time_in_ms=bool(config.get("time_in_ms", False)),
+            request_timeout=_positive(config, "request_timeout", 600.0),
+            max_retries=_int(config, "max_retries", 5, 0, None),
+            secrets=secrets,
+        )
+
+    def end_for(self, today: dt.date) -> dt.date:
+        """The last day to export: ``end_date`` but never past today (Mixpanel answers 400)."""
+        return today if self.end_date is None else min(self.end_date, today)
+
+
+def _basic(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def _auth(config: Mapping[str, Any]) -> tuple[str, int | None, tuple[str, ...]]:
+    user = config.get("service_account_username") or ""
+    secret = config.get("service_account_secret") or ""
+    api_secret = config.get("api_secret") or ""
+    project_id = config.get("project_id")
+    if api_secret and (user or secret):
+        msg = (
+            "api_secret: set either api_secret or service_account_username/"
+            "service_account_secret, not both"
+        )
+        raise SettingsError(msg)
+    if api_secret:
+        return _basic(str(api_secret), ""), _project_id(project_id, False), (str(api_secret),)
+    if not user and not secret:
+        msg = (
+            "service_account_username: no credentials; set service_account_username,"
+            " service_account_secret and project_id (or the legacy api_secret)"
+        )
+        raise SettingsError(msg)
+    if not user:
+        msg = "service_account_username: required with service_account_secret"
+        raise SettingsError(msg)
+    if not secret:
+        msg = "service_account_secret: required with service_account_username"
+        raise SettingsError(msg)
+    return _basic(str(user), str(secret)), _project_id(project_id, True), (str(secret),)
+
+
+def _project_id(value: Any, required: bool) -> int | None:
+    if value in (None, ""):
+        if required:
+            msg = "project_id: required with a service account; copy it from project settings"
+            raise SettingsError(msg)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        msg = f"project_id: {value!r} is not a whole number"
+        raise SettingsError(msg)
+    try:
+        number = int(value)
+    except ValueError:
+        msg = f"project_id: {value!r} is not a whole number"
+        raise SettingsError(msg) from None
+    if number < 1:
+        msg = f"project_id: {value!r} must be a positive number"
+        raise SettingsError(msg)
+    return number
+
+
+def _export_url(config: Mapping[str, Any]) -> str:
+    api_url = config.get("api_url")
+    if api_url:
+        url = str(api_url).rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            msg = f"api_url: {api_url!r} must start with https:// (or http:// for a local proxy)"
+            raise SettingsError(msg)
+        return url + EXPORT_PATH
+    region = str(config.get("region") or "us").lower()
+    if region not in REGION_HOSTS:
+        msg = f"region: {region!r} is not one of us, eu, in"
+        raise SettingsError(msg)
+    return REGION_HOSTS[region] + EXPORT_PATH
+
+
+def _int(config: Mapping[str, Any], key: str, default: int, low: int, high: int | None) -> int:
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{key}: {value!r} is not a whole number"
+        raise SettingsError(msg)
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        msg = f"{key}: {value} must be {bounds}"
+        raise SettingsError(msg)
+    return value
+
+
+def _positive(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        msg = f"{key}: {value!r} must be a number above 0"
+        raise SettingsError(msg)
+    return float(value)
+
+
+def _event_names(config: Mapping[str, Any]) -> tuple[str, ...]:
+    names = config.get("event_names")
+    if names in (None, ""):
+        return ()
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        msg = "event_names: must be a list of non-empty event names"
+        raise SettingsError(msg)
+    return tuple(names)

@@ -1,0 +1,259 @@
+"""The ``events`` stream: plans the run, drives the runner, emits records and state.
+
+This is the only module that writes Singer messages or touches the SDK's state, and it does
+so on the main thread only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from singer_sdk import Stream
+from singer_sdk import typing as th
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
+
+from tap_mixpanel_parallel.client import MixpanelClient
+from tap_mixpanel_parallel.errors import redact
+from tap_mixpanel_parallel.limiter import RateLimiter
+from tap_mixpanel_parallel.partitions import PlannedPartition, plan_partitions
+from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.records import STREAM_NAME, RecordEncoder, decode_record
+from tap_mixpanel_parallel.runner import PartitionResult, PartitionRunner
+from tap_mixpanel_parallel.settings import Settings, today_in
+from tap_mixpanel_parallel.state import (
+    ExportState,
+    FailedPartition,
+    dump_state,
+    load_state,
+    settle_done,
+    settle_failed,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from singer_sdk.helpers.types import Context
+
+COPY_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class RunOutcome:
+    """What the tap must tell the user (and its exit code) once the sync is over."""
+
+    failed: list[FailedPartition] = field(default_factory=list)
+    fatal: str | None = None
+    interrupted: bool = False
+    summary: str = ""
+
+
+def write_spool_to_stdout(path: Any) -> None:
+    """Copy finished RECORD lines to stdout in bulk.
+
+    Falls back to text writes when stdout has no binary buffer (the SDK's test runner
+    captures output in a ``StringIO``).
+    """
+    out = sys.stdout
+    out.flush()
+    binary = getattr(out, "buffer", None)
+    if binary is not None:
+        with open(path, "rb") as fh:
+            shutil.copyfileobj(fh, binary, COPY_CHUNK_BYTES)
+        binary.flush()
+    else:
+        with open(path, encoding="utf-8") as fh:
+            shutil.copyfileobj(fh, out, COPY_CHUNK_BYTES)
+        out.flush()
+
+
+class EventsStream(Stream):
+    """Mixpanel raw events, one record per event."""
+
+    name = STREAM_NAME
+    primary_keys = ("event", "distinct_id", "time", "insert_id")
+    replication_key = "time"
+    is_sorted = False
+    # ``properties`` is free-form JSON: walking it per record to conform types would cost
+    # more than the whole export and could only change values users asked to keep as is.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
+
+    schema = th.PropertiesList(
+        th.Property("event", th.StringType, required=True, description="Event name"),
+        th.Property(
+            "time",
+            th.DateTimeType,
+            required=True,
+            description="When the event happened, RFC 3339 in UTC",
+        ),
+        th.Property("distinct_id", th.StringType, description="Mixpanel distinct_id"),
+        th.Property("insert_id", th.StringType, description="Mixpanel $insert_id"),
+        th.Property(
+            "properties",
+            th.ObjectType(additional_properties=True),
+            description="The event's whole properties object, unchanged",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runner: PartitionRunner | None = None
+        self.outcome = RunOutcome()
+
+    # The bookmark is partition-based (see state.py), not the largest `time` seen: Mixpanel's
+    # output is unsorted and a partition only counts once it is complete.
+    def _increment_stream_state(self, *args: Any, **kwargs: Any) -> None:
+        return
+
+    def get_replication_key_signpost(self, context: Context | None = None) -> None:
+        """No signpost: the bookmark never comes from record values."""
+        return
+
+    @property
+    def settings(self) -> Settings:
+        """The tap's checked settings."""
+        settings: Settings = getattr(self._tap, "settings")  # noqa: B009
+        return settings
+
+    def uses_fast_path(self) -> bool:
+        """True when records can go out exactly as the workers encoded them.
+
+        Stream maps, flattening or a deselected field need the SDK's own record path.
+        """
+        maps = self.stream_maps
+        if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
+            return False
+        if maps[0].flattening_enabled or maps[0].stream_alias != self.name:
+            return False
+        return all(self.mask.get(("properties", name), True) for name in self.schema["properties"])
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Run the plan; in the fast path records are written here and nothing is yielded."""
+        settings = self.settings
+        zone = settings.project_timezone
+        today = today_in(zone)
+        state = load_state(self.stream_state)
+        plan = plan_partitions(
+            start_date=settings.start_date,
+            end_date=settings.end_for(today),
+            partition_days=settings.partition_days,
+            lookback_days=settings.lookback_days,
+            bookmark=state.bookmark,
+            failed=state.failed_partitions,
+        )
+        fast = self.uses_fast_path()
+        encoder = RecordEncoder(
+            time_in_ms=settings.time_in_ms,
+            zone=None if zone.key == "UTC" else zone,
+            as_messages=fast,
+        )
+        progress = Progress(len(plan), self.logger)
+        self.logger.info(
+            "exporting %d partition%s (%d retried from state) with up to %d workers",
+            len(plan),
+            "" if len(plan) == 1 else "s",
+            sum(p.retry_of_failed for p in plan),
+            settings.max_workers,
+        )
+        clients = _ClientPool(settings, self._tap.name)
+        limiter = RateLimiter(
+            max_concurrent=settings.max_workers,
+            per_second=settings.max_requests_per_second,
+            per_hour=settings.max_requests_per_hour,
+            on_wait=lambda seconds, why: self.logger.info(
+                "rate limit (%s): waiting %.0fs before the next request", why, seconds
+            ),
+        )
+        self.runner = PartitionRunner(
+            attempt=clients.attempt_with(encoder),
+            limiter=limiter,
+            max_workers=settings.max_workers,
+            max_retries=settings.max_retries,
+            logger=self.logger,
+        )
+        try:
+            for result in self.runner.run(plan):
+                if result.ok:
+                    if fast:
+                        write_spool_to_stdout(result.spool)
+                    else:
+                        yield from _read_spool(result.spool)
+                state = self._settle(state, result, today)
+                progress.partition_finished(result)
+        finally:
+            self.outcome.interrupted = self.runner.interrupted
+            clients.close()
+            self.outcome.failed = list(state.failed)
+            self.outcome.summary = progress.summary()
+
+    def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
+        if result.status == "fatal":
+            self.outcome.fatal = redact(result.error, self.settings.secrets)
+            return state
+        if result.ok:
+            state = settle_done(state, result.planned, today)
+        else:
+            error = redact(result.error, self.settings.secrets)
+            state = settle_failed(state, result.planned, error, result.attempts, today)
+        self._publish(state)
+        return state
+
+    def _publish(self, state: ExportState) -> None:
+        stream_state = self.stream_state
+        stream_state.clear()
+        stream_state.update(dump_state(state))
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+
+def _read_spool(path: Any) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield decode_record(line)
+
+
+class _ClientPool:
+    """One ``MixpanelClient`` (so one ``requests.Session``) per worker thread."""
+
+    def __init__(self, settings: Settings, user_agent: str) -> None:
+        self._settings = settings
+        self._user_agent = user_agent
+        self._local = threading.local()
+        self._clients: list[MixpanelClient] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> MixpanelClient:
+        client: MixpanelClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = MixpanelClient(self._settings, self._user_agent)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def attempt_with(self, encoder: RecordEncoder) -> Any:
+        def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> int:
+            stamp = dt.datetime.now(dt.timezone.utc).isoformat()
+            count = 0
+            encode = encoder.encode
+            write = sink.write
+            lines = self.get().export_lines(planned.partition, stop)
+            for line_no, line in enumerate(lines, 1):
+                if line.strip():
+                    write(encode(line, line_no, stamp))
+                    count += 1
+            return count
+
+        return attempt
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()

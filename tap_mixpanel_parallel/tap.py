@@ -1,0 +1,244 @@
+"""The tap and its settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from types import FrameType
+
+from singer_sdk import Tap
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib.encoding.simple import Message
+
+from tap_mixpanel_parallel.runner import WORKER_THREAD_PREFIX
+from tap_mixpanel_parallel.settings import Settings, SettingsError
+from tap_mixpanel_parallel.state import StateError
+from tap_mixpanel_parallel.streams import EventsStream
+
+EXIT_FAILED_PARTITIONS = 1
+EXIT_FATAL = 2
+EXIT_SIGNAL_BASE = 128
+
+
+class StdoutWriter(MsgSpecWriter):
+    """msgspec encoding for SDK-written messages, into whatever ``sys.stdout`` is now.
+
+    The SDK's msgspec writer needs a binary ``sys.stdout.buffer``; its test runner swaps in
+    a ``StringIO``, which has none.
+    """
+
+    def write_message(self, message: Message) -> None:
+        """Write one message line and flush, so STATE is never stuck in a buffer."""
+        data = self.format_message(message)
+        out = sys.stdout
+        binary = getattr(out, "buffer", None)
+        if binary is not None:
+            out.flush()
+            binary.write(data)
+            binary.flush()
+        else:
+            out.write(data.decode("utf-8"))
+            out.flush()
+
+
+class TapMixpanelParallel(Tap):
+    """Mixpanel raw events, exported in parallel date partitions."""
+
+    name = "tap-mixpanel-parallel"
+    package_name = "tap-mixpanel-parallel"
+    message_writer_class = StdoutWriter
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "service_account_username",
+            th.StringType,
+            description="Service account username (HTTP Basic user)",
+        ),
+        th.Property(
+            "service_account_secret",
+            th.StringType,
+            secret=True,
+            description="Service account secret (HTTP Basic password)",
+        ),
+        th.Property(
+            "project_id",
+            th.IntegerType(minimum=1),
+            description="Mixpanel project id; required with a service account",
+        ),
+        th.Property(
+            "api_secret",
+            th.StringType,
+            secret=True,
+            description="Legacy project API secret (deprecated by Mixpanel)",
+        ),
+        th.Property(
+            "region",
+            th.StringType(allowed_values=["us", "eu", "in"]),
+            default="us",
+            description="Data residency: us (data.mixpanel.com), eu or in",
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            description="Base URL override (proxies, tests):"
+            " requests go to {api_url}/api/2.0/export",
+        ),
+        th.Property(
+            "start_date",
+            th.StringType,
+            required=True,
+            description="First day to export (inclusive); a date or an ISO 8601 date-time",
+        ),
+        th.Property(
+            "end_date",
+            th.StringType,
+            description="Last day to export (inclusive); default and maximum: today",
+        ),
+        th.Property(
+            "project_timezone",
+            th.StringType,
+            default="UTC",
+            description="IANA timezone of export dates and `time`: UTC for projects created"
+            " since 2023, the project's own timezone for older ones",
+        ),
+        th.Property(
+            "partition_days",
+            th.IntegerType(minimum=1, maximum=100),
+            default=7,
+            description="Days per export request",
+        ),
+        th.Property(
+            "max_workers",
+            th.IntegerType(minimum=1, maximum=100),
+            default=10,
+            description="Partitions fetched at once",
+        ),
+        th.Property(
+            "max_requests_per_second",
+            th.NumberType(exclusive_minimum=0),
+            default=3,
+            description="Shared request budget per second, retries included",
+        ),
+        th.Property(
+            "max_requests_per_hour",
+            th.IntegerType(minimum=1),
+            default=60,
+            description="Shared request budget per hour, retries included",
+        ),
+        th.Property(
+            "lookback_days",
+            th.IntegerType(minimum=0),
+            default=5,
+            description="On incremental runs, re-read this many days before the bookmark",
+        ),
+        th.Property(
+            "event_names",
+            th.ArrayType(th.StringType),
+            description="Export only these events",
+        ),
+        th.Property("where", th.StringType, description="Mixpanel segmentation filter"),
+        th.Property(
+            "time_in_ms",
+            th.BooleanType,
+            default=False,
+            description="Ask Mixpanel for millisecond `time` values",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType(exclusive_minimum=0),
+            default=600,
+            description="Seconds per request, streaming included",
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType(minimum=0),
+            default=5,
+            description="Attempts per partition beyond the first",
+        ),
+    ).to_dict()
+
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Checked settings; built once, after the SDK validated the config's types."""
+        if self._settings is None:
+            self._settings = Settings.from_config(self.config)
+        return self._settings
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        errors = super()._validate_config(raise_errors=raise_errors)
+        if not errors:
+            try:
+                self._settings = Settings.from_config(self.config)
+            except SettingsError as exc:
+                errors = [str(exc)]
+        if errors and raise_errors:
+            msg = "Config validation failed"
+            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
+        return errors
+
+    def discover_streams(self) -> list[EventsStream]:
+        """The one stream."""
+        return [EventsStream(tap=self)]
+
+    def _events(self) -> EventsStream:
+        stream = self.streams[EventsStream.name]
+        assert isinstance(stream, EventsStream)
+        return stream
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        runner = self._events().runner
+        if runner is None:
+            super()._handle_termination(signum, frame)
+            return
+        self.logger.warning(
+            "signal %d: starting no more partitions; emitting the state of what is complete",
+            signum,
+        )
+        self._signal = signum
+        runner.stop()
+
+    _signal: int | None = None
+
+    def sync_all(self) -> None:  # type: ignore[misc]
+        """Sync, then turn the run's outcome into a summary and an exit code."""
+        try:
+            super().sync_all()
+        except StateError as exc:
+            self.logger.error("invalid state: %s", exc)
+            sys.exit(EXIT_FATAL)
+        outcome = self._events().outcome
+        if outcome.summary:
+            self.logger.info(outcome.summary)
+        code = 0
+        if outcome.failed:
+            ranges = ", ".join(str(f.partition) for f in outcome.failed)
+            self.logger.error(
+                "%d partition%s failed and are saved in state for the next run: %s",
+                len(outcome.failed),
+                "" if len(outcome.failed) == 1 else "s",
+                ranges,
+            )
+            code = EXIT_FAILED_PARTITIONS
+        if outcome.fatal:
+            self.logger.error("stopped: %s", outcome.fatal)
+            code = EXIT_FATAL
+        if outcome.interrupted:
+            self.logger.warning("interrupted: rerun with the last STATE to export the rest")
+            code = EXIT_SIGNAL_BASE + (self._signal or 15)
+        if code:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if any(t.name.startswith(WORKER_THREAD_PREFIX) for t in threading.enumerate()):
+                # A worker stuck in a stalled read would keep the process alive for up to
+                # request_timeout; everything owed is already in the STATE just written.
+                os._exit(code)
+            sys.exit(code)
+
+
+if __name__ == "__main__":
+    TapMixpanelParallel.cli()
