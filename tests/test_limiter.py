@@ -1,0 +1,133 @@
+"""The shared limiter, on a fake clock so the checks do not depend on machine speed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tap_mixpanel_parallel.limiter import (
+    WINDOW_MARGIN_SECONDS,
+    RateLimiter,
+    SlidingWindow,
+    StopRequested,
+    per_second_window,
+)
+
+
+class FakeClock:
+    """Time that moves only when the limiter waits (its Condition.wait is patched)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(clock, **kw):
+    limiter = RateLimiter(
+        max_concurrent=kw.get("max_concurrent", 10),
+        per_second=kw.get("per_second", 3),
+        per_hour=kw.get("per_hour", 60),
+        clock=clock,
+        on_wait=kw.get("on_wait"),
+    )
+
+    def fake_wait(timeout=None):
+        clock.now += timeout
+        return False
+
+    limiter._lock.wait = fake_wait
+    return limiter
+
+
+def test_sliding_window():
+    w = SlidingWindow(2, 1.0)
+    assert w.wait_time(0.0) == 0
+    w.record(0.0)
+    w.record(0.5)
+    assert w.wait_time(0.6) == pytest.approx(0.4)
+    assert w.wait_time(1.0) == 0
+
+
+def test_per_second_windows():
+    assert (per_second_window(3).limit, per_second_window(3).seconds) == (
+        3,
+        1 + WINDOW_MARGIN_SECONDS,
+    )
+    assert per_second_window(2.5).limit == 2
+    slow = per_second_window(0.5)
+    assert (slow.limit, slow.seconds) == (1, 2 + WINDOW_MARGIN_SECONDS)
+
+
+def test_starts_never_exceed_the_per_second_budget():
+    clock = FakeClock()
+    limiter = make(clock, per_second=3, per_hour=1000)
+    stop = threading.Event()
+    starts = []
+    for _ in range(20):
+        with limiter.slot(stop):
+            starts.append(clock.now)
+    for t in starts:
+        assert sum(1 for s in starts if t <= s < t + 1.0) <= 3
+    assert limiter.started == 20
+
+
+def test_hourly_budget_waits_and_announces():
+    clock = FakeClock()
+    waits = []
+    limiter = make(clock, per_second=100, per_hour=5, on_wait=lambda s, why: waits.append(why))
+    stop = threading.Event()
+    for _ in range(6):
+        with limiter.slot(stop):
+            pass
+    assert clock.now >= 3600
+    assert waits and waits[0] == "per-hour"
+    assert len(waits) == 1, "a long wait is announced once, not every half second"
+
+
+def test_pause_holds_every_request():
+    clock = FakeClock()
+    limiter = make(clock, per_second=100, per_hour=1000)
+    limiter.pause(30)
+    with limiter.slot(threading.Event()):
+        assert clock.now >= 30
+
+
+def test_stop_interrupts_waits():
+    clock = FakeClock()
+    limiter = make(clock, per_second=100, per_hour=1000)
+    limiter.pause(30)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(StopRequested), limiter.slot(stop):
+        pass
+
+
+def test_semaphore_bounds_concurrency():
+    limiter = RateLimiter(max_concurrent=2, per_second=1000, per_hour=100000)
+    stop = threading.Event()
+    inside = []
+    peak = []
+    lock = threading.Lock()
+    gate = threading.Barrier(2, timeout=5)
+
+    def worker():
+        with limiter.slot(stop):
+            with lock:
+                inside.append(1)
+                peak.append(len(inside))
+            try:
+                gate.wait()
+            except threading.BrokenBarrierError:
+                pass
+            with lock:
+                inside.pop()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert max(peak) == 2
