@@ -76,7 +76,9 @@ def load_state(stream_state: Mapping[str, Any]) -> ExportState:
     """Read the ``bookmarks.events`` entry of incoming Singer state."""
     raw_bookmark = stream_state.get("replication_key_value")
     bookmark = None if raw_bookmark is None else _parse_day(raw_bookmark, "replication_key_value")
-    raw_failed = stream_state.get("failed_partitions") or []
+    raw_failed = stream_state.get("failed_partitions")
+    if raw_failed is None:
+        raw_failed = []
     if not isinstance(raw_failed, list):
         msg = "state failed_partitions must be a list; fix or delete the state"
         raise StateError(msg)

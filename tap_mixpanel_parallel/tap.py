@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from types import FrameType
 
 from singer_sdk import Tap
@@ -21,6 +22,7 @@ from tap_mixpanel_parallel.streams import EventsStream
 EXIT_FAILED_PARTITIONS = 1
 EXIT_FATAL = 2
 EXIT_SIGNAL_BASE = 128
+WORKER_EXIT_GRACE_SECONDS = 3.0
 
 
 class StdoutWriter(MsgSpecWriter):
@@ -233,11 +235,22 @@ class TapMixpanelParallel(Tap):
         if code:
             sys.stdout.flush()
             sys.stderr.flush()
-            if any(t.name.startswith(WORKER_THREAD_PREFIX) for t in threading.enumerate()):
+            if not _workers_finished(WORKER_EXIT_GRACE_SECONDS):
                 # A worker stuck in a stalled read would keep the process alive for up to
                 # request_timeout; everything owed is already in the STATE just written.
                 os._exit(code)
             sys.exit(code)
+
+
+def _workers_finished(grace: float) -> bool:
+    """Give idle or stopping workers a moment to end; True when none is left."""
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread.name.startswith(WORKER_THREAD_PREFIX):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(
+        t.is_alive() and t.name.startswith(WORKER_THREAD_PREFIX) for t in threading.enumerate()
+    )
 
 
 if __name__ == "__main__":

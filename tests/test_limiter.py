@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -118,10 +119,8 @@ def test_semaphore_bounds_concurrency():
             with lock:
                 inside.append(1)
                 peak.append(len(inside))
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 gate.wait()
-            except threading.BrokenBarrierError:
-                pass
             with lock:
                 inside.pop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from hypothesis import given
@@ -57,7 +58,7 @@ def test_split_covers_exactly_in_order(start, length, size):
     windows = split_date_range(start, end, size)
     assert windows[0].from_date == start
     assert windows[-1].to_date == end
-    for left, right in zip(windows, windows[1:]):
+    for left, right in itertools.pairwise(windows):
         # contiguous: no gap, no overlap (to_date is inclusive)
         assert right.from_date == left.to_date + dt.timedelta(days=1)
     assert all(1 <= w.days <= size for w in windows)

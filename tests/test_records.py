@@ -55,7 +55,11 @@ def test_message_lines_are_singer_records():
     st.dictionaries(
         st.text(max_size=10).filter(lambda k: k not in {"time", "distinct_id", "$insert_id"}),
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False, allow_infinity=False),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text()
+            | st.floats(allow_nan=False, allow_infinity=False),
             lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner),
             max_leaves=10,
         ),
