@@ -75,9 +75,6 @@ class RecordEncoder:
 
     def encode(self, line: bytes, line_no: int, time_extracted: str) -> bytes:
         """One spool line (newline included); raises on a cut stream or a malformed event."""
-        if line.strip() == TERMINATED_EARLY:
-            msg = f"Mixpanel ended the stream with 'terminated early' after {line_no - 1} lines"
-            raise StreamCut(msg)
         try:
             event = _event_decoder.decode(line)
             keys = _keys_decoder.decode(event.properties)
@@ -85,7 +82,10 @@ class RecordEncoder:
             msg = f"line {line_no} is not a Mixpanel event ({exc})"
             raise PartitionRejected(msg) from None
         except msgspec.DecodeError:
-            msg = f"line {line_no} is not valid JSON (corrupt or cut stream)"
+            if TERMINATED_EARLY in line:
+                msg = f"Mixpanel ended the stream with {line.decode(errors='replace')!r}"
+            else:
+                msg = f"line {line_no} is not valid JSON (corrupt or cut stream)"
             raise StreamCut(msg) from None
         if keys.time is None or isinstance(keys.time, bool):
             msg = f"line {line_no}: event has no numeric properties.time"

@@ -91,6 +91,7 @@ def test_missing_keys_become_empty_strings():
     ("line", "error"),
     [
         (b"terminated early", StreamCut),
+        (b"export terminated early", StreamCut),
         (b'{"event":"A","properties":{"time":1', StreamCut),
         (b'{"event":"A","properties":{"time":"soon"}}', PartitionRejected),
         (b'{"event":"A","properties":{"distinct_id":"d"}}', PartitionRejected),
