@@ -30,6 +30,10 @@ class TransientError(ExportError):
     retryable = True
 
 
+class RateLimited(TransientError):
+    """Mixpanel's 429: every worker should slow down, not just the one that got it."""
+
+
 class StreamCut(TransientError):
     """The body ended before the partition was complete; none of it may be emitted."""
 
@@ -72,7 +76,7 @@ def error_for_status(
             f" give the service account access to that project.{said}"
         )
     if status == 429:
-        return TransientError(f"HTTP 429 Too Many Requests.{said}", retry_after=retry_after)
+        return RateLimited(f"HTTP 429 Too Many Requests.{said}", retry_after=retry_after)
     if status == 400:
         hint = (
             " to_date is judged in the project's timezone: check project_timezone and end_date."

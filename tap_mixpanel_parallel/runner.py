@@ -30,7 +30,7 @@ from typing import IO
 
 import backoff
 
-from tap_mixpanel_parallel.errors import ExportError
+from tap_mixpanel_parallel.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.limiter import RateLimiter, StopRequested
 from tap_mixpanel_parallel.partitions import PlannedPartition
 
@@ -179,10 +179,10 @@ class PartitionRunner:
                     return result("fatal", exc.message)
                 if not exc.retryable or attempts > self._max_retries:
                     return result("failed", exc.message)
-                delay = backoff.full_jitter(next(delays))
-                if exc.retry_after is not None:
-                    self._limiter.pause(exc.retry_after)
-                    delay = max(delay, exc.retry_after)
+                delay = max(backoff.full_jitter(next(delays)), exc.retry_after or 0.0)
+                if isinstance(exc, RateLimited):
+                    # Over budget means every worker is: hold them all, at least Retry-After.
+                    self._limiter.pause(delay)
                 self._logger.warning(
                     "partition %s: attempt %d failed (%s); retrying in %.1fs",
                     planned.partition,

@@ -6,6 +6,7 @@ import pytest
 
 from tap_mixpanel_parallel.errors import (
     PartitionRejected,
+    RateLimited,
     RunFatal,
     TransientError,
     error_for_status,
@@ -21,7 +22,7 @@ from tap_mixpanel_parallel.errors import (
         (401, "Unauthorized", RunFatal, "service_account_secret"),
         (402, "", RunFatal, "plan"),
         (403, "nope", RunFatal, "project_id 7"),
-        (429, "slow down", TransientError, "429"),
+        (429, "slow down", RateLimited, "429"),
         (500, "oops", TransientError, "500"),
         (503, "", TransientError, "503"),
         (400, "to_date cannot be later than today", PartitionRejected, "project_timezone"),
@@ -34,7 +35,7 @@ def test_status_mapping(status, body, kind, words):
     assert type(error) is kind
     assert words in error.message
     assert error.fatal == (kind is RunFatal)
-    assert error.retryable == (kind is TransientError)
+    assert error.retryable == issubclass(kind, TransientError)
 
 
 def test_bodies_are_shown_short_and_on_one_line():
