@@ -1,0 +1,143 @@
+"""The partition runner with an in-memory attempt function (the HTTP side is tested elsewhere)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from tap_mixpanel_parallel.errors import PartitionRejected, RunFatal, StreamCut, TransientError
+from tap_mixpanel_parallel.limiter import RateLimiter
+from tap_mixpanel_parallel.partitions import PlannedPartition, split_date_range
+from tap_mixpanel_parallel.runner import PartitionRunner
+
+LOG = logging.getLogger("test-runner")
+
+
+def plan(n):
+    parts = split_date_range(dt.date(2024, 1, 1), dt.date(2024, 1, 1) + dt.timedelta(n - 1), 1)
+    return [PlannedPartition(p, retry_of_failed=False) for p in parts]
+
+
+def runner(attempt, workers=4, retries=3):
+    return PartitionRunner(
+        attempt=attempt,
+        limiter=RateLimiter(max_concurrent=workers, per_second=1000, per_hour=100000),
+        max_workers=workers,
+        max_retries=retries,
+        logger=LOG,
+        backoff_factor=0.01,
+    )
+
+
+def test_results_come_back_in_plan_order_with_their_spools():
+    def attempt(planned, sink, stop):
+        day = planned.partition.from_date.day
+        time.sleep(0.05 * ((10 - day) % 4))  # later partitions often finish first
+        sink.write(f"{day}\n".encode())
+        return 1
+
+    results = []
+    for r in runner(attempt).run(plan(10)):
+        assert r.spool is not None
+        results.append((r.index, r.spool.read_text()))
+    assert results == [(i, f"{i + 1}\n") for i in range(10)]
+
+
+def test_a_retry_starts_the_spool_over():
+    tries = {}
+
+    def attempt(planned, sink, stop):
+        key = planned.partition
+        tries[key] = tries.get(key, 0) + 1
+        if tries[key] < 3:
+            sink.write(b"partial line from a cut stream\n")
+            raise StreamCut("cut")
+        sink.write(b"whole\n")
+        return 1
+
+    seen = [(r.ok, r.attempts, r.spool.read_bytes()) for r in runner(attempt).run(plan(1))]
+    assert seen == [(True, 3, b"whole\n")]
+
+
+def test_spool_is_truncated_between_attempts():
+    calls = []
+
+    def attempt(planned, sink, stop):
+        calls.append(sink.tell())
+        sink.write(b"x" * 100)
+        if len(calls) == 1:
+            raise TransientError("reset")
+        return 1
+
+    spools = [r.spool.read_bytes() for r in runner(attempt).run(plan(1))]
+    assert calls == [0, 0]
+    assert spools == [b"x" * 100]
+
+
+def test_retries_run_out_and_rejections_are_not_retried():
+    def attempt(planned, sink, stop):
+        if planned.partition.from_date.day == 1:
+            raise TransientError("HTTP 503")
+        raise PartitionRejected("HTTP 400")
+
+    results = list(runner(attempt, retries=2).run(plan(2)))
+    assert [(r.status, r.attempts, r.error) for r in results] == [
+        ("failed", 3, "HTTP 503"),
+        ("failed", 1, "HTTP 400"),
+    ]
+
+
+def test_fatal_error_ends_the_run():
+    started = []
+
+    def attempt(planned, sink, stop):
+        started.append(planned.partition)
+        if planned.partition.from_date.day == 2:
+            raise RunFatal("HTTP 401")
+        time.sleep(0.01)
+        return 0
+
+    results = list(runner(attempt, workers=1).run(plan(30)))
+    assert [r.status for r in results] == ["ok", "fatal"]
+    assert len(started) <= 3
+
+
+def test_concurrency_and_lookahead_are_bounded():
+    lock = threading.Lock()
+    active = []
+    peak = [0]
+    started = []
+
+    def attempt(planned, sink, stop):
+        with lock:
+            active.append(1)
+            started.append(planned.partition)
+            peak[0] = max(peak[0], len(active))
+        time.sleep(0.3 if planned.partition.from_date.day == 1 else 0.01)
+        with lock:
+            active.pop()
+        return 0
+
+    run = runner(attempt, workers=3).run(plan(20))
+    first = next(run)
+    # while partition 1 was slow, at most 2 * workers partitions were started in all
+    assert first.index == 0
+    assert len(started) <= 6
+    rest = list(run)
+    assert len(rest) == 19
+    assert peak[0] == 3
+
+
+def test_stop_abandons_in_flight_work_promptly():
+    def attempt(planned, sink, stop):
+        stop.wait(30)
+        raise StreamCut("stopping")
+
+    r = runner(attempt)
+    threading.Timer(0.3, r.stop).start()
+    began = time.monotonic()
+    assert list(r.run(plan(8))) == []
+    assert time.monotonic() - began < 5
+    assert r.interrupted
