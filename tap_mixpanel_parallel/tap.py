@@ -6,7 +6,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from types import FrameType
+from typing import Any
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -172,7 +174,12 @@ class TapMixpanelParallel(Tap):
         return self._settings
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        errors = super()._validate_config(raise_errors=raise_errors)
+        # The SDK's schema errors quote the offending value: a secret of the wrong type (a
+        # list, a number) would be printed. Collect them unraised, then hide those values.
+        errors = [
+            _hide_secret_values(error, self._config)
+            for error in super()._validate_config(raise_errors=False)
+        ]
         if not errors:
             try:
                 self._settings = Settings.from_config(self.config)
@@ -195,8 +202,12 @@ class TapMixpanelParallel(Tap):
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         runner = self._events().runner
         if runner is None:
-            super()._handle_termination(signum, frame)
-            return
+            # Nothing is in flight (discovery, start-up): stop now, as a signal should.
+            sys.exit(EXIT_SIGNAL_BASE + signum)
+        if self._signal is not None:
+            # A second signal while stopping: the user wants out now; the last STATE stands.
+            sys.stdout.flush()
+            os._exit(EXIT_SIGNAL_BASE + signum)
         self.logger.warning(
             "signal %d: starting no more partitions; emitting the state of what is complete",
             signum,
@@ -240,6 +251,21 @@ class TapMixpanelParallel(Tap):
                 # request_timeout; everything owed is already in the STATE just written.
                 os._exit(code)
             sys.exit(code)
+
+
+SECRET_SETTINGS = ("service_account_secret", "api_secret")
+
+
+def _hide_secret_values(error: str, config: Mapping[str, Any]) -> str:
+    """A schema error about a secret setting, without the value it quotes."""
+    for key in SECRET_SETTINGS:
+        if f"config['{key}']" in error:
+            return f"{key}: must be a string (value not shown, it is a secret)"
+    for key in SECRET_SETTINGS:
+        value = config.get(key)
+        if isinstance(value, str) and value:
+            error = error.replace(value, "***")
+    return error
 
 
 def _workers_finished(grace: float) -> bool:
