@@ -1,20 +1,53 @@
 """Progress of a run, as people read it: one line per finished partition and a summary.
 
-On a terminal a bar is redrawn on stderr as partitions finish; elsewhere (Meltano, CI, a log
-file) only plain log lines are written. It knows partition results, not HTTP.
+On a terminal a bar (partitions done/total, records, records/s) is kept on the last line of
+stderr: every log line written to that terminal first clears the bar, then the bar is drawn again
+below it, so log lines and bar never share a line. Elsewhere (Meltano, CI, a pipe, a log file,
+``TERM=dumb``) only the plain log lines are written. It knows partition results, not HTTP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from tap_mixpanel_parallel.runner import PartitionResult
 
 BAR_WIDTH = 24
+DEFAULT_COLUMNS = 80
+
+
+def wants_bar(stream: TextIO) -> bool:
+    """A bar only on an interactive terminal that can return to the start of a line."""
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty and isatty()):
+        return False
+    return os.environ.get("TERM", "") != "dumb"
+
+
+def _same_stream(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(os.path.sameopenfile(a.fileno(), b.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _handlers_of(logger: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of ``logger`` reaches, following propagation."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        found.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return found
 
 
 class Progress:
@@ -27,6 +60,7 @@ class Progress:
         *,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        bar: bool | None = None,
     ) -> None:
         self.total = total
         self.logger = logger
@@ -37,62 +71,150 @@ class Progress:
         self.ok = 0
         self.failed = 0
         self.records = 0
-        isatty = getattr(self.stream, "isatty", None)
-        self.bar = bool(isatty and isatty())
+        self.bar = wants_bar(self.stream) if bar is None else bar
+        self._lock = threading.RLock()
+        self._shown = 0  # characters of the bar now on the terminal's last line
+        self._wrapped: list[tuple[logging.Handler, Any]] = []
+        if self.bar:
+            self._wrap_handlers()
+            self._draw()
+
+    # -- results -----------------------------------------------------------------------------
 
     def partition_finished(self, result: PartitionResult) -> None:
         """Log one partition's outcome and redraw the bar."""
-        self.finished += 1
+        with self._lock:
+            self.finished += 1
+            if result.ok:
+                self.ok += 1
+                self.records += result.records
+            elif result.status != "fatal":
+                self.failed += 1
+        attempts = f"{result.attempts} attempt{'' if result.attempts == 1 else 's'}"
         if result.ok:
-            self.ok += 1
-            self.records += result.records
             self.logger.info(
-                "partition %d/%d %s: %d records in %.1fs ok (%d attempt%s)",
+                "partition %d/%d %s: %d records in %.1fs ok (%s)",
                 self.finished,
                 self.total,
                 result.planned.partition,
                 result.records,
                 result.seconds,
-                result.attempts,
-                "" if result.attempts == 1 else "s",
+                attempts,
             )
-        else:
-            self.failed += 1
+        elif result.status == "fatal":
             self.logger.error(
-                "partition %d/%d %s: failed after %d attempt%s in %.1fs: %s",
+                "partition %d/%d %s: stopped the run after %s in %.1fs: %s",
                 self.finished,
                 self.total,
                 result.planned.partition,
-                result.attempts,
-                "" if result.attempts == 1 else "s",
+                attempts,
                 result.seconds,
                 result.error,
             )
-        self._draw()
+        else:
+            self.logger.error(
+                "partition %d/%d %s: failed after %s in %.1fs: %s",
+                self.finished,
+                self.total,
+                result.planned.partition,
+                attempts,
+                result.seconds,
+                result.error,
+            )
+        if not self._wrapped:  # otherwise the log line above already redrew the bar
+            self._draw()
 
     def summary(self) -> str:
-        """The run's closing line: records, partitions, duration, rate."""
+        """The run's closing line: records, partitions, duration, rate.
+
+        On a terminal the bar's last state stays on screen as a line of its own.
+        """
         seconds = max(self.clock() - self.started, 1e-9)
-        owed = self.total - self.finished
+        owed = self.total - self.ok - self.failed
         text = (
             f"export finished: {self.records} records, {self.ok} partitions ok,"
             f" {self.failed} failed, {owed} not run, {seconds:.1f}s,"
             f" {self.records / seconds:.0f} records/s"
         )
         if self.bar:
-            self.stream.write("\n")
-            self.stream.flush()
+            with self._lock:
+                if self.total:
+                    self._draw_locked()
+                if self._shown:
+                    self._write("\n")
+                    self._shown = 0
+                self._unwrap_handlers()
+                self.bar = False
         return text
 
-    def _draw(self) -> None:
-        if not self.bar:
-            return
+    # -- the bar -----------------------------------------------------------------------------
+
+    def line(self) -> str:
+        """The bar's text, without control characters."""
         seconds = max(self.clock() - self.started, 1e-9)
         filled = BAR_WIDTH * self.finished // max(self.total, 1)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        self.stream.write(
-            f"\r[{bar}] {self.finished}/{self.total} partitions"
+        text = (
+            f"[{bar}] {self.finished}/{self.total} partitions"
             f" {self.records} records {self.records / seconds:.0f}/s"
-            + (f" {self.failed} failed" if self.failed else "")
         )
-        self.stream.flush()
+        if self.failed:
+            text += f" {self.failed} failed"
+        return text
+
+    def _columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or DEFAULT_COLUMNS
+        except (AttributeError, OSError, ValueError):
+            return DEFAULT_COLUMNS
+
+    def _draw(self) -> None:
+        if not (self.bar and self.total):
+            return
+        with self._lock:
+            self._draw_locked()
+
+    def _draw_locked(self) -> None:
+        # One character short of the width: a full row would wrap, and "\r" only returns to
+        # the start of the last row.
+        text = self.line()[: max(self._columns() - 1, 1)]
+        pad = " " * max(self._shown - len(text), 0)
+        self._write("\r" + text + pad)
+        self._shown = len(text)
+
+    def _clear_locked(self) -> None:
+        if self._shown:
+            self._write("\r" + " " * self._shown + "\r")
+            self._shown = 0
+
+    def _write(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            self.stream.flush()
+
+    # -- log lines on the same terminal ------------------------------------------------------
+
+    def _wrap_handlers(self) -> None:
+        """Clear the bar before each log line to this terminal and draw it again after."""
+        for handler in _handlers_of(self.logger):
+            if "emit" in vars(handler) or not _same_stream(
+                getattr(handler, "stream", None), self.stream
+            ):
+                continue
+            original = handler.emit
+
+            def emit(record: logging.LogRecord, original: Any = original) -> None:
+                with self._lock:
+                    self._clear_locked()
+                    original(record)
+                    if self.bar and self.total:
+                        self._draw_locked()
+
+            handler.emit = emit  # type: ignore[method-assign]
+            self._wrapped.append((handler, original))
+
+    def _unwrap_handlers(self) -> None:
+        for handler, _original in self._wrapped:
+            with contextlib.suppress(AttributeError):
+                del handler.emit
+        self._wrapped.clear()

@@ -1,0 +1,367 @@
+"""Issue #5: ``meltano run tap-mixpanel-parallel target-postgres``, end to end.
+
+The real ``meltano`` CLI runs the repository's own meltano.yml (cwd = the repo root), with its
+system directory (plugin venvs, catalog cache) moved to a temporary folder by
+``MELTANO_SYS_DIR_ROOT`` and installed once per session with a real ``meltano install``. Each test
+gets a system database of its own (``MELTANO_DATABASE_URI``), so the state ids are Meltano's
+defaults (``dev:tap-mixpanel-parallel-to-target-postgres``) and no test sees another's state.
+The tap's settings come from ``TAP_MIXPANEL_PARALLEL_*`` variables, as a user would set them, and
+point at the fake server started in this process on a loopback port.
+
+PostgreSQL is the one ``.ci/postgres.sh`` provisions; each test loads into a schema of its own and
+drops it afterwards. Without PostgreSQL these tests skip, unless ``REQUIRE_POSTGRES=1`` (CI), where
+they fail. Queries go through ``psql``, so the test process needs no database driver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SECRET, base_config, expected_ids
+
+from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel, Faults
+
+pytestmark = pytest.mark.meltano
+
+D = dt.date
+ROOT = Path(__file__).resolve().parents[1]
+MELTANO = Path(sys.executable).with_name("meltano")
+EXTRACTOR = "tap-mixpanel-parallel"
+PG = {"host": "127.0.0.1", "port": "5432", "user": "tap", "password": "tap", "dbname": "tap_test"}
+# Settings of the plugins and Meltano itself that a developer's shell might carry into the run.
+FOREIGN_ENV_PREFIXES = (
+    "MELTANO_",
+    "TAP_MIXPANEL_PARALLEL_",
+    "TARGET_POSTGRES_",
+    "TARGET_JSONL_",
+    "COVERAGE_PROCESS_",
+)
+CI_ENV = {
+    "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "MELTANO_DISABLE_TRACKING": "true",
+    "MELTANO_CLI_DISABLE_VERSION_CHECK": "true",
+    "MELTANO_CLI_LOG_FORMAT": "uncolored",
+}
+
+
+def strict() -> bool:
+    return os.environ.get("REQUIRE_POSTGRES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    if strict() or os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+# -- meltano --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Meltano:
+    """The meltano CLI against the repo's meltano.yml, with a private system dir and database."""
+
+    env: dict[str, str]
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MELTANO), *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def with_database(self, path: Path) -> Meltano:
+        return Meltano({**self.env, "MELTANO_DATABASE_URI": f"sqlite:///{path}"})
+
+    def run(self, loader: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return self("run", "--no-install", EXTRACTOR, loader, env=env)
+
+    def state(self, loader: str) -> dict[str, Any]:
+        proc = self("state", "get", f"dev:{EXTRACTOR}-to-{loader}")
+        assert proc.returncode == 0, proc.stderr
+        state: dict[str, Any] = json.loads(proc.stdout)["singer_state"]
+        return state
+
+
+@pytest.fixture(scope="session")
+def meltano_installed(tmp_path_factory) -> Meltano:
+    """``meltano install`` once per session, into a temporary system dir."""
+    if not MELTANO.exists():
+        unavailable(f"{MELTANO} is missing: pip install -e '.[dev,meltano]'")
+    home = tmp_path_factory.mktemp("meltano")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)}
+    env.update(CI_ENV)
+    env["MELTANO_SYS_DIR_ROOT"] = str(home / ".meltano")
+    env["MELTANO_DATABASE_URI"] = f"sqlite:///{home / 'install.db'}"
+    meltano = Meltano(env)
+    proc = meltano("install", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return meltano
+
+
+@pytest.fixture
+def meltano(meltano_installed, tmp_path) -> Meltano:
+    return meltano_installed.with_database(tmp_path / "meltano.db")
+
+
+def tap_env(server, **overrides: Any) -> dict[str, str]:
+    """The tap's config as Meltano environment variables."""
+    config = base_config(server, **overrides)
+    return {f"TAP_MIXPANEL_PARALLEL_{key.upper()}": str(value) for key, value in config.items()}
+
+
+def succeeded(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return proc.stderr
+
+
+def export_ranges(server) -> list[tuple[str, str]]:
+    return sorted(
+        (r.from_date, r.to_date)
+        for r in server.requests_log
+        if r.path.startswith("/api/2.0/export")
+    )
+
+
+# -- postgres -------------------------------------------------------------------------------------
+
+
+def psql(sql: str, timeout: float = 30) -> list[str]:
+    proc = subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            PG["host"],
+            "-p",
+            PG["port"],
+            "-U",
+            PG["user"],
+            "-d",
+            PG["dbname"],
+            "-c",
+            sql,
+        ],
+        env={**os.environ, "PGPASSWORD": PG["password"], "PGCONNECT_TIMEOUT": "5"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> None:
+    try:
+        psql("SELECT 1")
+    except (AssertionError, OSError, subprocess.TimeoutExpired) as exc:
+        unavailable(
+            f"PostgreSQL {PG['user']}@{PG['host']}:{PG['port']}/{PG['dbname']} unreachable"
+            f" (start it with `bash .ci/postgres.sh`): {exc}"
+        )
+
+
+@pytest.fixture
+def schema(postgres) -> Any:
+    """A schema of this test's own for target-postgres, dropped afterwards."""
+    name = f"mp_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def table_ids(schema: str) -> list[str]:
+    return psql(f"SELECT insert_id FROM {schema}.events")
+
+
+def assert_each_event_once(schema: str, server, start: dt.date, end: dt.date) -> None:
+    ids = table_ids(schema)
+    duplicated = [i for i, n in Counter(ids).items() if n > 1]
+    assert not duplicated, f"{len(duplicated)} events loaded twice"
+    assert sorted(ids) == sorted(expected_ids(server, start, end))
+
+
+# -- the tests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_run_loads_every_event_once_into_postgres(schema, meltano, fake_server):
+    server = fake_server(start=D(2024, 1, 1), days=24, events_per_day=30)
+    env = {**tap_env(server), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
+    log = succeeded(meltano.run("target-postgres", env))
+
+    assert export_ranges(server) == [
+        ("2024-01-01", "2024-01-07"),
+        ("2024-01-08", "2024-01-14"),
+        ("2024-01-15", "2024-01-21"),
+        ("2024-01-22", "2024-01-24"),
+    ]
+    assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 24))
+
+    # properties is jsonb, whole: top-level and nested keys are queryable
+    (kind,) = psql(
+        "SELECT data_type FROM information_schema.columns"
+        f" WHERE table_schema = '{schema}' AND table_name = 'events'"
+        " AND column_name = 'properties'"
+    )
+    assert kind == "jsonb"
+    (matching,) = psql(
+        f"SELECT count(*) FROM {schema}.events"
+        " WHERE properties->>'$insert_id' = insert_id AND properties->>'distinct_id' = distinct_id"
+    )
+    assert int(matching) == 24 * 30
+    sample = next(iter(server.events(D(2024, 1, 10), D(2024, 1, 10))))
+    props = sample["properties"]
+    (row,) = psql(
+        "SELECT properties->'plan'->>'tier' || '|' || (properties->'plan'->>'seats')::int"
+        f" || '|' || jsonb_array_length(properties->'tags') || '|' || event"
+        f" FROM {schema}.events WHERE insert_id = '{props['$insert_id']}'"
+    )
+    assert (
+        row
+        == f"{props['plan']['tier']}|{props['plan']['seats']}|{len(props['tags'])}|"
+        + (sample["event"])
+    )
+    # upserts key on Mixpanel's deduplication key
+    key = psql(
+        "SELECT kcu.column_name FROM information_schema.table_constraints tc"
+        " JOIN information_schema.key_column_usage kcu"
+        " ON tc.constraint_name = kcu.constraint_name AND tc.table_schema = kcu.table_schema"
+        f" WHERE tc.table_schema = '{schema}' AND tc.table_name = 'events'"
+        " AND tc.constraint_type = 'PRIMARY KEY'"
+    )
+    assert sorted(key) == ["distinct_id", "event", "insert_id", "time"]
+
+    # Meltano relays the tap's plain progress lines; no terminal bar into its pipe
+    assert "partition 4/4 2024-01-22..2024-01-24: 90 records" in log
+    assert "export finished: 720 records, 4 partitions ok, 0 failed" in log
+    assert "\r" not in log
+    assert SECRET not in log
+    state = meltano.state("target-postgres")
+    assert state["bookmarks"]["events"]["replication_key_value"] == "2024-01-24"
+    assert state["bookmarks"]["events"]["failed_partitions"] == []
+
+
+@pytest.mark.postgres
+def test_second_run_fetches_only_new_days_plus_lookback(schema, meltano, fake_server):
+    server = fake_server(start=D(2024, 1, 1), days=14, events_per_day=20)
+    target = {"TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
+    succeeded(meltano.run("target-postgres", {**tap_env(server, lookback_days=2), **target}))
+    assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 14))
+
+    server.add_days(10)
+    server.reset_stats()
+    env = {**tap_env(server, lookback_days=2, end_date=server.today.isoformat()), **target}
+    log = succeeded(meltano.run("target-postgres", env))
+    # bookmark 01-14 and lookback 2: from 01-13 to the new last day, 01-24
+    assert export_ranges(server) == [("2024-01-13", "2024-01-19"), ("2024-01-20", "2024-01-24")]
+    assert "export finished: 240 records, 2 partitions ok" in log
+    # the re-read days were upserted, not appended
+    assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 24))
+    assert meltano.state("target-postgres")["bookmarks"]["events"]["replication_key_value"] == (
+        "2024-01-24"
+    )
+
+
+@pytest.mark.postgres
+def test_failed_partition_is_kept_in_meltano_state_and_completed_next_run(
+    schema, meltano, fake_server
+):
+    server = fake_server(
+        start=D(2024, 1, 1),
+        days=21,
+        events_per_day=10,
+        faults=Faults(fail_ranges={("2024-01-08", "2024-01-14"): 503}),
+    )
+    env = {**tap_env(server, max_retries=1), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
+    first = meltano.run("target-postgres", env)
+    assert first.returncode != 0, first.stderr[-4000:]
+    assert "1 partition failed and are saved in state" in first.stderr
+    assert "Extractor failed" in first.stderr
+
+    bookmark = meltano.state("target-postgres")["bookmarks"]["events"]
+    failed = bookmark["failed_partitions"]
+    assert [(f["from_date"], f["to_date"], f["attempts"]) for f in failed] == [
+        ("2024-01-08", "2024-01-14", 2)
+    ]
+    assert "503" in failed[0]["error"]
+    assert bookmark["replication_key_value"] == "2024-01-21"
+    # the healthy partitions were loaded all the same
+    assert sorted(table_ids(schema)) == sorted(
+        expected_ids(server, D(2024, 1, 1), D(2024, 1, 7))
+        + expected_ids(server, D(2024, 1, 15), D(2024, 1, 21))
+    )
+
+    server.faults = Faults()
+    server.reset_stats()
+    succeeded(meltano.run("target-postgres", env))
+    assert export_ranges(server) == [("2024-01-08", "2024-01-14")], "only the failed partition"
+    assert meltano.state("target-postgres")["bookmarks"]["events"]["failed_partitions"] == []
+    assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 21))
+
+
+def test_run_into_jsonl(meltano, fake_server, tmp_path):
+    server = fake_server(start=D(2024, 1, 1), days=10, events_per_day=15)
+    out = tmp_path / "output"
+    out.mkdir()
+    env = {**tap_env(server), "TARGET_JSONL_DESTINATION_PATH": str(out)}
+    log = succeeded(meltano.run("target-jsonl", env))
+    records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    ids = [r["insert_id"] for r in records]
+    assert sorted(ids) == sorted(expected_ids(server, D(2024, 1, 1), D(2024, 1, 10)))
+    assert len(set(ids)) == len(ids)
+    assert all(isinstance(r["properties"], dict) for r in records)
+    assert "export finished: 150 records, 2 partitions ok" in log
+
+
+def test_demo_script_runs_the_main_job(meltano_installed, tmp_path):
+    """scripts/demo.sh, the README's one command, on a small range and this session's install."""
+    if Path(sys.executable).parent != ROOT / ".venv" / "bin":
+        pytest.skip("scripts/demo.sh uses the repo's .venv, and these tests run elsewhere")
+    out = tmp_path / "output"
+    env = {
+        **meltano_installed.env,
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+        "TARGET_JSONL_DESTINATION_PATH": str(out),
+        "DEMO_DAYS": "14",
+        "DEMO_EVENTS_PER_DAY": "20",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        cwd=tmp_path,  # the script finds the repo itself
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert "export finished: 280 records, 2 partitions ok, 0 failed" in proc.stderr
+    assert f"{out}/events.jsonl: 280 events" in proc.stdout
+    server = FakeMixpanel(start=D(2024, 1, 1), days=14, events_per_day=20)
+    ids = [json.loads(line)["insert_id"] for line in (out / "events.jsonl").open()]
+    assert sorted(ids) == sorted(expected_ids(server, D(2024, 1, 1), D(2024, 1, 14)))
+    state = json.loads(proc.stdout.splitlines()[-1])
+    assert state["singer_state"]["bookmarks"]["events"]["replication_key_value"] == "2024-01-14"
