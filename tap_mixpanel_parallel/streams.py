@@ -7,14 +7,13 @@ so on the main thread only.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from singer_sdk import Stream
+from singer_sdk import Stream, metrics
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
@@ -22,6 +21,7 @@ from singer_sdk.mapper import SameRecordTransform
 from tap_mixpanel_parallel.client import MixpanelClient
 from tap_mixpanel_parallel.errors import redact
 from tap_mixpanel_parallel.limiter import RateLimiter
+from tap_mixpanel_parallel.output import copy_file_to_stdout
 from tap_mixpanel_parallel.partitions import PlannedPartition, plan_partitions
 from tap_mixpanel_parallel.progress import Progress
 from tap_mixpanel_parallel.records import STREAM_NAME, RecordEncoder, decode_record
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
-COPY_CHUNK_BYTES = 1 << 20
-
 
 @dataclass
 class RunOutcome:
@@ -52,25 +50,6 @@ class RunOutcome:
     fatal: str | None = None
     interrupted: bool = False
     summary: str = ""
-
-
-def write_spool_to_stdout(path: Any) -> None:
-    """Copy finished RECORD lines to stdout in bulk.
-
-    Falls back to text writes when stdout has no binary buffer (the SDK's test runner
-    captures output in a ``StringIO``).
-    """
-    out = sys.stdout
-    out.flush()
-    binary = getattr(out, "buffer", None)
-    if binary is not None:
-        with open(path, "rb") as fh:
-            shutil.copyfileobj(fh, binary, COPY_CHUNK_BYTES)
-        binary.flush()
-    else:
-        with open(path, encoding="utf-8") as fh:
-            shutil.copyfileobj(fh, out, COPY_CHUNK_BYTES)
-        out.flush()
 
 
 class EventsStream(Stream):
@@ -105,6 +84,19 @@ class EventsStream(Stream):
         super().__init__(*args, **kwargs)
         self.runner: PartitionRunner | None = None
         self.outcome = RunOutcome()
+        self._record_counter: metrics.Counter | None = None
+
+    def get_record_counter(
+        self,
+        *,
+        endpoint: str | None = None,
+        log_interval: float = metrics.DEFAULT_LOG_INTERVAL,
+    ) -> metrics.Counter:
+        """The SDK's record counter, kept so the fast path can count what it copies."""
+        self._record_counter = super().get_record_counter(
+            endpoint=endpoint, log_interval=log_interval
+        )
+        return self._record_counter
 
     # The bookmark is partition-based (see state.py), not the largest `time` seen: Mixpanel's
     # output is unsorted and a partition only counts once it is complete.
@@ -179,11 +171,13 @@ class EventsStream(Stream):
         )
         try:
             for result in self.runner.run(plan):
-                if result.ok:
-                    if fast:
-                        write_spool_to_stdout(result.spool)
-                    else:
-                        yield from _read_spool(result.spool)
+                # Only a complete partition comes with a spool.
+                if result.spool is not None and fast:
+                    copy_file_to_stdout(result.spool)
+                    if self._record_counter is not None:
+                        self._record_counter.increment(result.records)
+                elif result.spool is not None:
+                    yield from _read_spool(result.spool)
                 state = self._settle(state, result, today)
                 progress.partition_finished(result)
         finally:
@@ -212,7 +206,7 @@ class EventsStream(Stream):
         self._write_state_message()
 
 
-def _read_spool(path: Any) -> Iterator[dict[str, Any]]:
+def _read_spool(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as fh:
         for line in fh:
             yield decode_record(line)

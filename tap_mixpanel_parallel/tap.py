@@ -8,14 +8,18 @@ import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.singerlib.encoding.simple import Message
+from singer_sdk.helpers.capabilities import (
+    CapabilitiesEnum,
+    PluginCapabilities,
+    TapCapabilities,
+)
 
+from tap_mixpanel_parallel.output import StdoutWriter
 from tap_mixpanel_parallel.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.settings import Settings, SettingsError
 from tap_mixpanel_parallel.state import StateError
@@ -27,33 +31,23 @@ EXIT_SIGNAL_BASE = 128
 WORKER_EXIT_GRACE_SECONDS = 3.0
 
 
-class StdoutWriter(MsgSpecWriter):
-    """msgspec encoding for SDK-written messages, into whatever ``sys.stdout`` is now.
-
-    The SDK's msgspec writer needs a binary ``sys.stdout.buffer``; its test runner swaps in
-    a ``StringIO``, which has none.
-    """
-
-    def write_message(self, message: Message) -> None:
-        """Write one message line and flush, so STATE is never stuck in a buffer."""
-        data = self.format_message(message)
-        out = sys.stdout
-        binary = getattr(out, "buffer", None)
-        if binary is not None:
-            out.flush()
-            binary.write(data)
-            binary.flush()
-        else:
-            out.write(data.decode("utf-8"))
-            out.flush()
-
-
 class TapMixpanelParallel(Tap):
     """Mixpanel raw events, exported in parallel date partitions."""
 
     name = "tap-mixpanel-parallel"
     package_name = "tap-mixpanel-parallel"
     message_writer_class = StdoutWriter
+    # Not the SDK's defaults: records never leave as BATCH files, and an incremental stream
+    # emits no ACTIVATE_VERSION, so neither is advertised.
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -175,11 +169,12 @@ class TapMixpanelParallel(Tap):
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # The SDK's schema errors quote the offending value: a secret of the wrong type (a
-        # list, a number) would be printed. Collect them unraised, then hide those values.
-        errors = [
-            _hide_secret_values(error, self._config)
-            for error in super()._validate_config(raise_errors=False)
-        ]
+        # list, a number) would be printed. Catch them and hide those values.
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            errors = exc.errors
+        errors = [_hide_secret_values(error, self._config) for error in errors]
         if not errors:
             try:
                 self._settings = Settings.from_config(self.config)
