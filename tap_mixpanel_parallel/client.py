@@ -63,7 +63,10 @@ class MixpanelClient:
                 "User-Agent": user_agent,
             }
         )
-        self._secrets = (*settings.secrets, settings.authorization)
+        # The bare base64 token too: a gateway may echo it without the "Basic " prefix, and it
+        # decodes to the secret.
+        token = settings.authorization.partition(" ")[2].strip()
+        self._secrets = (*settings.secrets, settings.authorization, token)
 
     def close(self) -> None:
         """Release pooled connections."""

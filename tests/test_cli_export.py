@@ -44,6 +44,7 @@ def test_every_event_exactly_once_in_inclusive_weeks(fake_server, run_tap):
     assert first["time"].endswith("+00:00")
     assert "partition 7/7" in run.stderr
     assert "export finished: 1800 records, 7 partitions ok, 0 failed" in run.stderr
+    assert '"metric":"record_count","value":1800' in run.stderr
     assert SECRET not in run.stderr + run.stdout
 
 

@@ -108,6 +108,10 @@ class Faults:
     attempt), where attempt counts the earlier well-formed, authenticated requests for that
     range, so thread interleaving between different ranges never changes the sequence.
     Mutating a ``Faults`` in place or swapping ``FakeMixpanel.faults`` applies to the next request.
+
+    ``echo_credentials`` makes every 401 body repeat the ``Authorization`` header it received,
+    its base64 token and the decoded ``user:secret``, as careless proxies and gateways do: a
+    tap must redact whatever an error body carries before logging it.
     """
 
     seed: int = 0
@@ -123,6 +127,7 @@ class Faults:
     fail_ranges: dict[tuple[str, str], int] = field(default_factory=dict)
     fail_dates: set[str] = field(default_factory=set)
     status_override: int | None = None
+    echo_credentials: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,17 @@ def _format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def _echo(authorization: str | None) -> str:
+    """What a careless gateway puts in a 401 body: the credentials it received, every form."""
+    header = authorization or ""
+    token = header[6:].strip() if header.startswith("Basic ") else header
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    return f" (received Authorization: {header}; token {token}; credentials {decoded})"
+
+
 def _corrupt(line: bytes) -> bytes:
     """Keep a real-looking prefix so the client fails on JSON, not on a blank line."""
     text = line.decode("utf-8")
@@ -272,12 +288,17 @@ class _Wire:
         handler: _Handler,
         stopping: threading.Event,
         bytes_per_second: float | None,
+        throttle_payload: bool = False,
     ) -> None:
         self._handler = handler
         self._stopping = stopping
         self._bps = bytes_per_second
+        self._throttle_payload = throttle_payload
         self._compressor: zlib._Compress | None = None
         self._t0 = 0.0
+        # Bytes counted against the throttle: wire bytes, or payload bytes (before gzip) when
+        # ``throttle_payload`` is on, so a compressible body is not sent faster than its size.
+        self._paced = 0.0
         self.started = False
         self.status = 0
         self.bytes_sent = 0
@@ -319,25 +340,41 @@ class _Wire:
         self._t0 = time.monotonic()
 
     def send(self, data: bytes) -> None:
-        if self._compressor is not None:
-            data = self._compressor.compress(data)
-        self.send_raw(data)
+        if self._compressor is None:
+            self.send_raw(data)
+        elif self._bps and self._throttle_payload:
+            for offset in range(0, len(data), _THROTTLE_PIECE):
+                piece = data[offset : offset + _THROTTLE_PIECE]
+                self.send_raw(self._compressor.compress(piece), payload=len(piece))
+        else:
+            self.send_raw(self._compressor.compress(data))
 
-    def send_raw(self, data: bytes) -> None:
+    def send_raw(self, data: bytes, payload: float | None = None) -> None:
+        """Write ``data``; ``payload`` is what it counts against a payload throttle."""
+        per_byte = 1.0
+        if self._throttle_payload and payload is not None and data:
+            per_byte = payload / len(data)
         # An empty chunk would be the terminator, so nothing is written for empty input.
         step = _THROTTLE_PIECE if self._bps else max(len(data), 1)
         for offset in range(0, len(data), step):
             piece = data[offset : offset + step]
             self._handler.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
             self.bytes_sent += len(piece)
-            if self._bps:
-                delay = self._t0 + self.bytes_sent / self._bps - time.monotonic()
-                if delay > 0 and self._stopping.wait(delay):
-                    raise ConnectionAbortedError("fake server stopping")
+            self._pace(len(piece) * per_byte)
+        if not data and payload and self._throttle_payload:
+            self._pace(payload)  # gzip buffered this input: its time is still owed
+
+    def _pace(self, amount: float) -> None:
+        if not self._bps:
+            return
+        self._paced += amount
+        delay = self._t0 + self._paced / self._bps - time.monotonic()
+        if delay > 0 and self._stopping.wait(delay):
+            raise ConnectionAbortedError("fake server stopping")
 
     def end(self) -> None:
         if self._compressor is not None:
-            self.send_raw(self._compressor.flush())
+            self.send_raw(self._compressor.flush(), payload=0)
         self._handler.wfile.write(b"0\r\n\r\n")
 
     def abort(self) -> None:
@@ -454,7 +491,10 @@ class FakeMixpanel:
     events arrive 1..``late_days`` days late and stay invisible until ``today`` reaches their
     arrival day (so ``add_days`` makes them appear in past days, as mobile SDKs do), and
     ``duplicate_rate`` re-sends that fraction of each day's events with the same
-    ``$insert_id`` (raw export is not deduplicated).
+    ``$insert_id`` (raw export is not deduplicated). ``bytes_per_second`` paces each response
+    by its bytes on the wire (gzip-compressed when the client accepts gzip); with
+    ``throttle_payload`` it paces by payload bytes before compression instead, so a body takes
+    ``len(payload) / bytes_per_second`` whatever gzip saves (the benchmarks' latency-bound runs).
     """
 
     def __init__(
@@ -471,6 +511,7 @@ class FakeMixpanel:
         faults: Faults | None = None,
         latency: float = 0.0,
         bytes_per_second: float | None = None,
+        throttle_payload: bool = False,
         event_bytes: int = 590,
         cache_bodies: bool = False,
         late_fraction: float = 0.0,
@@ -493,6 +534,7 @@ class FakeMixpanel:
         self.faults = faults if faults is not None else Faults()
         self.latency = latency
         self.bytes_per_second = bytes_per_second
+        self.throttle_payload = throttle_payload
         self.event_bytes = event_bytes
         self.cache_bodies = cache_bodies
         self.late_fraction = late_fraction
@@ -506,7 +548,7 @@ class FakeMixpanel:
         self._attempts: dict[tuple[str, str], int] = {}
         self._version = 0
         self._lock = threading.Lock()
-        self._cache: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[bytes, bool, int]] = {}
         self._cache_locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._fragments = _build_fragments(event_bytes)
         self._names_json = [json.dumps(name) for name in EVENT_NAMES]
@@ -732,7 +774,7 @@ class FakeMixpanel:
         parts = urlsplit(handler.path)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         headers = {k: v for k, v in handler.headers.items() if k.lower() != "authorization"}
-        wire = _Wire(handler, self._stopping, self.bytes_per_second)
+        wire = _Wire(handler, self._stopping, self.bytes_per_second, self.throttle_payload)
         outcome = _Outcome(from_date=params.get("from_date"), to_date=params.get("to_date"))
         export = parts.path == EXPORT_PATH
         in_flight = 0
@@ -778,16 +820,23 @@ class FakeMixpanel:
         faults = self.faults
         if self.latency > 0 and self._stopping.wait(self.latency):
             raise ConnectionAbortedError("fake server stopping")
+        authorization = handler.headers.get("Authorization")
         if faults.status_override is not None:
             outcome.fault = "status_override"
+            if faults.status_override == 401 and faults.echo_credentials:
+                wire.simple(401, _UNAUTHORIZED + _echo(authorization))
+                return
             self._send_error(wire, faults.status_override, faults)
             return
         snap = self._snapshot()
         try:
-            mode = self._authenticate(handler.headers.get("Authorization"))
+            mode = self._authenticate(authorization)
             query = self._parse(params, mode, snap)
         except _HttpError as err:
-            wire.simple(err.status, err.message)
+            message = err.message
+            if err.status == 401 and faults.echo_credentials:
+                message += _echo(authorization)
+            wire.simple(err.status, message)
             return
         plan = self._decide(faults, query, in_flight)
         outcome.fault = plan.fault
@@ -803,7 +852,7 @@ class FakeMixpanel:
             self._send_streamed(wire, query, snap, plan, faults, accept_gzip)
 
     def _authenticate(self, header: str | None) -> str:
-        """Never echo credentials: every failure gets the same fixed text."""
+        """Never echo credentials (unless ``Faults.echo_credentials``): one fixed text."""
         unauthorized = _HttpError(401, _UNAUTHORIZED)
         if not header or not header.startswith("Basic "):
             raise unauthorized
@@ -1011,22 +1060,30 @@ class FakeMixpanel:
         faults: Faults,
         accept_gzip: bool,
     ) -> None:
-        data, gzipped = self._cached_body(query, snap, accept_gzip)
+        data, gzipped, raw_size = self._cached_body(query, snap, accept_gzip)
         wire.begin(gzip=gzipped, compress=False)
+        # Under a payload throttle each wire byte stands for its share of the payload.
+        ratio = raw_size / len(data) if data else 1.0
         position = 0
         if plan.stall_at is not None:
             position = int(plan.stall_at * len(data))
-            wire.send_raw(data[:position])
+            wire.send_raw(data[:position], payload=position * ratio)
             self._stall(faults)
         if plan.cut_at is not None:
-            wire.send_raw(data[: int(plan.cut_at * len(data))])
+            cut = int(plan.cut_at * len(data))
+            wire.send_raw(data[:cut], payload=cut * ratio)
             wire.abort()
             return
-        wire.send_raw(data[position:])
+        wire.send_raw(data[position:], payload=(len(data) - position) * ratio)
         wire.end()
 
-    def _cached_body(self, query: _Query, snap: _Snapshot, accept_gzip: bool) -> tuple[bytes, bool]:
-        """Generate once per distinct request so benchmarks measure the client, not the fake."""
+    def _cached_body(
+        self, query: _Query, snap: _Snapshot, accept_gzip: bool
+    ) -> tuple[bytes, bool, int]:
+        """Generate once per distinct request so benchmarks measure the client, not the fake.
+
+        Returns the body as sent, whether it is gzipped and the payload's size before gzip.
+        """
         key = (query, snap.version, accept_gzip)
         with self._lock:
             lock = self._cache_locks.setdefault(key, threading.Lock())
@@ -1035,10 +1092,10 @@ class FakeMixpanel:
             if cached is not None:
                 return cached
             raw = b"".join(self._lines(query, snap))
-            entry = (raw, False)
+            entry = (raw, False, len(raw))
             if accept_gzip and len(raw) > GZIP_MIN_BYTES:
                 compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
-                entry = (compressor.compress(raw) + compressor.flush(), True)
+                entry = (compressor.compress(raw) + compressor.flush(), True, len(raw))
             with self._lock:
                 if snap.version == self._version:
                     self._cache[key] = entry
@@ -1062,6 +1119,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--bytes-per-second", type=float, default=None)
+    parser.add_argument(
+        "--throttle-payload",
+        action="store_true",
+        help="--bytes-per-second counts payload bytes before gzip, not compressed wire bytes",
+    )
     parser.add_argument("--event-bytes", type=int, default=590)
     parser.add_argument("--cache-bodies", action="store_true")
     parser.add_argument("--late-fraction", type=float, default=0.0)
@@ -1092,6 +1154,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="YYYY-MM-DD; any request covering it fails with 500 (repeatable)",
     )
     parser.add_argument("--status-override", type=int, default=None)
+    parser.add_argument(
+        "--echo-credentials",
+        action="store_true",
+        help="401 bodies repeat the credentials received (to test a tap's redaction)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1116,6 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
         max_concurrent=args.max_concurrent,
         fail_dates=set(args.fail_date),
         status_override=args.status_override,
+        echo_credentials=args.echo_credentials,
     )
     server = FakeMixpanel(
         start=args.start,
@@ -1129,6 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=faults,
         latency=args.latency,
         bytes_per_second=args.bytes_per_second,
+        throttle_payload=args.throttle_payload,
         event_bytes=args.event_bytes,
         cache_bodies=args.cache_bodies,
         late_fraction=args.late_fraction,
