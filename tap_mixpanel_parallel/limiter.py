@@ -55,7 +55,14 @@ def per_second_window(rate: float) -> SlidingWindow:
 
 
 class RateLimiter:
-    """Concurrency semaphore plus per-second and per-hour request budgets, shared."""
+    """Concurrency limit plus per-second and per-hour request budgets, shared by all workers.
+
+    The concurrency limit is a semaphore whose size adapts: a 429 halves it (at most once per
+    pause, so a burst of 429s from requests already in flight counts once) and each run of
+    successful requests as long as the limit grows it back by one, up to ``max_concurrent``.
+    Mixpanel's concurrency cap is per project and may be shared with other clients, so
+    ``max_workers`` is a ceiling, not a promise.
+    """
 
     def __init__(
         self,
@@ -66,8 +73,11 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[float, str], None] | None = None,
     ) -> None:
-        self._slots = threading.BoundedSemaphore(max_concurrent)
         self._lock = threading.Condition()
+        self._max_concurrent = max_concurrent
+        self.concurrency = max_concurrent
+        self._active = 0
+        self._successes = 0
         self._windows = {
             "per-second": per_second_window(per_second),
             "per-hour": SlidingWindow(per_hour, 3600.0 + WINDOW_MARGIN_SECONDS),
@@ -84,17 +94,43 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
             self._lock.notify_all()
 
+    def throttled(self, seconds: float) -> None:
+        """Mixpanel said 429: pause everyone and halve the concurrency limit."""
+        with self._lock:
+            now = self._clock()
+            if now >= self._paused_until:
+                self.concurrency = max(1, self.concurrency // 2)
+                self._successes = 0
+            self._paused_until = max(self._paused_until, now + seconds)
+            self._lock.notify_all()
+
+    def succeeded(self) -> None:
+        """A request went through: after as many as the limit, allow one more at once."""
+        with self._lock:
+            if self.concurrency >= self._max_concurrent:
+                return
+            self._successes += 1
+            if self._successes >= self.concurrency:
+                self.concurrency += 1
+                self._successes = 0
+                self._lock.notify_all()
+
     @contextmanager
     def slot(self, stop: threading.Event) -> Iterator[None]:
         """Block until a request may start, and hold a concurrency slot while it runs."""
-        while not self._slots.acquire(timeout=0.2):
-            if stop.is_set():
-                raise StopRequested
+        with self._lock:
+            while self._active >= self.concurrency:
+                if stop.is_set():
+                    raise StopRequested
+                self._lock.wait(0.2)
+            self._active += 1
         try:
             self._take_budget(stop)
             yield
         finally:
-            self._slots.release()
+            with self._lock:
+                self._active -= 1
+                self._lock.notify_all()
 
     def _take_budget(self, stop: threading.Event) -> None:
         with self._lock:

@@ -168,6 +168,7 @@ class PartitionRunner:
                     spool.open("wb", buffering=1 << 20) as sink,
                 ):
                     records = self._attempt(planned, sink, self.stop_event)
+                self._limiter.succeeded()
                 return result("ok", records=records)
             except StopRequested:
                 return result("stopped")
@@ -181,8 +182,9 @@ class PartitionRunner:
                     return result("failed", exc.message)
                 delay = max(backoff.full_jitter(next(delays)), exc.retry_after or 0.0)
                 if isinstance(exc, RateLimited):
-                    # Over budget means every worker is: hold them all, at least Retry-After.
-                    self._limiter.pause(delay)
+                    # Over budget means every worker is: hold them all, at least Retry-After,
+                    # and send fewer at once from now on.
+                    self._limiter.throttled(delay)
                 self._logger.warning(
                     "partition %s: attempt %d failed (%s); retrying in %.1fs",
                     planned.partition,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import pytest
 
@@ -125,6 +126,55 @@ def test_semaphore_bounds_concurrency():
                 inside.pop()
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert max(peak) == 2
+
+
+def test_429_halves_concurrency_once_per_pause_and_success_grows_it_back():
+    clock = FakeClock()
+    limiter = make(clock, max_concurrent=8, per_second=1000, per_hour=100000)
+    limiter.throttled(2.0)
+    assert limiter.concurrency == 4
+    limiter.throttled(2.0)  # another 429 from a request already in flight: same episode
+    assert limiter.concurrency == 4
+    clock.now += 3
+    limiter.throttled(2.0)
+    assert limiter.concurrency == 2
+    for _ in range(2):
+        limiter.succeeded()
+    assert limiter.concurrency == 3
+    for _ in range(3 + 4 + 5 + 6 + 7 + 8):
+        limiter.succeeded()
+    assert limiter.concurrency == 8, "never above max_concurrent"
+    clock.now += 10
+    for _ in range(5):
+        limiter.throttled(0.0)
+        clock.now += 1
+    assert limiter.concurrency == 1, "never below one"
+
+
+def test_the_lowered_limit_holds_requests_back():
+    limiter = RateLimiter(max_concurrent=4, per_second=1000, per_hour=100000)
+    limiter.throttled(0.0)
+    assert limiter.concurrency == 2
+    stop = threading.Event()
+    lock = threading.Lock()
+    inside = []
+    peak = []
+
+    def worker():
+        with limiter.slot(stop):
+            with lock:
+                inside.append(1)
+                peak.append(len(inside))
+            time.sleep(0.05)
+            with lock:
+                inside.pop()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
