@@ -25,7 +25,7 @@ from tap_mixpanel_parallel.output import copy_file_to_stdout
 from tap_mixpanel_parallel.partitions import PlannedPartition, plan_partitions
 from tap_mixpanel_parallel.progress import Progress
 from tap_mixpanel_parallel.records import STREAM_NAME, RecordEncoder, decode_record
-from tap_mixpanel_parallel.runner import PartitionResult, PartitionRunner
+from tap_mixpanel_parallel.runner import Attempt, PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.settings import Settings, today_in
 from tap_mixpanel_parallel.state import (
     ExportState,
@@ -231,7 +231,7 @@ class _ClientPool:
                 self._clients.append(client)
         return client
 
-    def attempt_with(self, encoder: RecordEncoder) -> Any:
+    def attempt_with(self, encoder: RecordEncoder) -> Attempt:
         def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> int:
             stamp = dt.datetime.now(dt.timezone.utc).isoformat()
             count = 0
