@@ -1,0 +1,53 @@
+"""The raw floor: the least a Python program can do to turn an export response into Singer.
+
+One streamed GET of the export endpoint (``requests``, gzip as the tap gets it), and for each
+line ``json.loads`` (stdlib ``json``, on purpose: it is what a minimal loop would use) and one
+``{"type": "RECORD", "stream": "events", "record": <the event>}`` line written to stdout with
+``json.dumps`` (stdlib defaults). No schema, no state, no retries, no threads. The benchmark
+runs it as a subprocess and reads its stdout to the end, exactly as it does for the tap.
+
+Usage: python benchmarks/raw_floor.py --config CONFIG.json  (the tap's config keys:
+service_account_username/secret, project_id, api_url, start_date, end_date)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import requests
+
+CHUNK_BYTES = 256 * 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    with open(args.config, encoding="utf-8") as fh:
+        config = json.load(fh)
+    response = requests.get(
+        config["api_url"].rstrip("/") + "/api/2.0/export",
+        params={
+            "from_date": config["start_date"],
+            "to_date": config["end_date"],
+            "project_id": str(config["project_id"]),
+        },
+        auth=(config["service_account_username"], config["service_account_secret"]),
+        headers={"Accept-Encoding": "gzip"},
+        stream=True,
+        timeout=600,
+    )
+    response.raise_for_status()
+    write = sys.stdout.write
+    loads, dumps = json.loads, json.dumps
+    for line in response.iter_lines(chunk_size=CHUNK_BYTES):
+        if line:
+            write(dumps({"type": "RECORD", "stream": "events", "record": loads(line)}) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
