@@ -101,22 +101,13 @@ class Progress:
                 result.seconds,
                 attempts,
             )
-        elif result.status == "fatal":
-            self.logger.error(
-                "partition %d/%d %s: stopped the run after %s in %.1fs: %s",
-                self.finished,
-                self.total,
-                result.planned.partition,
-                attempts,
-                result.seconds,
-                result.error,
-            )
         else:
             self.logger.error(
-                "partition %d/%d %s: failed after %s in %.1fs: %s",
+                "partition %d/%d %s: %s after %s in %.1fs: %s",
                 self.finished,
                 self.total,
                 result.planned.partition,
+                "stopped the run" if result.status == "fatal" else "failed",
                 attempts,
                 result.seconds,
                 result.error,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
@@ -107,30 +106,32 @@ def test_stop_interrupts_waits():
         pass
 
 
-def test_semaphore_bounds_concurrency():
-    limiter = RateLimiter(max_concurrent=2, per_second=1000, per_hour=100000)
+def peak_concurrency(limiter, threads=8, hold=0.05):
+    """Run threads through the limiter, each holding its slot a moment; the most at once."""
     stop = threading.Event()
+    lock = threading.Lock()
     inside = []
     peak = []
-    lock = threading.Lock()
-    gate = threading.Barrier(2, timeout=5)
 
     def worker():
         with limiter.slot(stop):
             with lock:
                 inside.append(1)
                 peak.append(len(inside))
-            with contextlib.suppress(threading.BrokenBarrierError):
-                gate.wait()
+            time.sleep(hold)
             with lock:
                 inside.pop()
 
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
+    running = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in running:
         t.start()
-    for t in threads:
+    for t in running:
         t.join(10)
-    assert max(peak) == 2
+    return max(peak)
+
+
+def test_concurrency_is_bounded():
+    assert peak_concurrency(RateLimiter(max_concurrent=2, per_second=1000, per_hour=100000)) == 2
 
 
 def test_429_halves_concurrency_once_per_pause_and_success_grows_it_back():
@@ -160,23 +161,4 @@ def test_the_lowered_limit_holds_requests_back():
     limiter = RateLimiter(max_concurrent=4, per_second=1000, per_hour=100000)
     limiter.throttled(0.0)
     assert limiter.concurrency == 2
-    stop = threading.Event()
-    lock = threading.Lock()
-    inside = []
-    peak = []
-
-    def worker():
-        with limiter.slot(stop):
-            with lock:
-                inside.append(1)
-                peak.append(len(inside))
-            time.sleep(0.05)
-            with lock:
-                inside.pop()
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert max(peak) == 2
+    assert peak_concurrency(limiter) == 2
