@@ -131,6 +131,13 @@ class EventsStream(Stream):
         zone = settings.project_timezone
         today = today_in(zone)
         state = load_state(self.stream_state)
+        if settings.end_date is not None and settings.end_date > today:
+            self.logger.warning(
+                "end_date %s is after today (%s in %s): exporting up to today",
+                settings.end_date,
+                today,
+                zone.key,
+            )
         plan = plan_partitions(
             start_date=settings.start_date,
             end_date=settings.end_for(today),

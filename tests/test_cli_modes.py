@@ -137,3 +137,15 @@ def test_settings_from_environment(fake_server, run_tap, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count('"type":"RECORD"') == 10
+
+
+def test_future_end_date_is_clamped_and_today_is_not_bookmarked(fake_server, run_tap):
+    today = dt.datetime.now(dt.timezone.utc).date()
+    start = today - dt.timedelta(days=3)
+    server = fake_server(start=start, days=4, events_per_day=5, today=today)
+    run = run_tap(base_config(server, end_date=(today + dt.timedelta(days=30)).isoformat()))
+    assert run.returncode == 0, run.stderr
+    assert f"end_date {today + dt.timedelta(days=30)} is after today" in run.stderr
+    assert sorted(run.insert_ids()) == sorted(expected_ids(server, start, today))
+    # today is not over: the next run must read it again
+    assert run.bookmark["replication_key_value"] == (today - dt.timedelta(days=1)).isoformat()
