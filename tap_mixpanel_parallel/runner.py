@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ class PartitionRunner:
 
     def _wait(self, future: Future[PartitionResult]) -> PartitionResult | None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            # futures.TimeoutError is the builtin one only from Python 3.11 on.
+            with contextlib.suppress(futures.TimeoutError):
                 return future.result(timeout=0.2)
             if self.stop_event.is_set():
                 return None
