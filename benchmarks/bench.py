@@ -365,6 +365,18 @@ def run_throughput(args, scenario, parts, work, logs, venv) -> dict[str, Any]:
                     [sys.executable, str(HERE / "raw_floor.py"), "--config", str(plain_cfg)],
                 ),
                 Contender(
+                    "floor-msgspec",
+                    "raw floor (requests + msgspec)",
+                    [
+                        sys.executable,
+                        str(HERE / "raw_floor.py"),
+                        "--config",
+                        str(plain_cfg),
+                        "--json",
+                        "msgspec",
+                    ],
+                ),
+                Contender(
                     "plain-sdk",
                     "plain singer-sdk stream",
                     [sys.executable, str(HERE / "plain_sdk_tap.py"), "--config", str(plain_cfg)],
@@ -393,6 +405,10 @@ def run_throughput(args, scenario, parts, work, logs, venv) -> dict[str, Any]:
             "goal": "~0.12 expected",
         }
         ratios["tap/plain-sdk"] = {"value": ratio(rps["tap"], rps["plain-sdk"]), "goal": None}
+        ratios["tap/floor-msgspec"] = {
+            "value": ratio(rps["tap"], rps["floor-msgspec"]),
+            "goal": ">= 0.5",
+        }
     if "singer-io" in by:
         ratios["tap/singer-io records/s"] = {
             "value": ratio(rps["tap"], rps["singer-io"]),
@@ -579,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(),
         "git_commit": _git_commit(),
         "singer_io_version": args.singer_io_version if venv else None,
-        "json_in_floor": "stdlib json",
+        "json_in_floor": "stdlib json (floor), msgspec (floor-msgspec)",
     }
     results: dict[str, Any] = {"meta": meta, "scenarios": {}}
     with tempfile.TemporaryDirectory(prefix="tap-mixpanel-bench-") as tmp:

@@ -24,6 +24,7 @@ DAY = dt.date(2024, 1, 1)
 
 EXPECTED_RATIOS = (
     "tap/floor",
+    "tap/floor-msgspec",
     "plain-sdk/floor",
     "tap/plain-sdk",
     "speedup w10/w1 (3 req/s)",
@@ -53,7 +54,7 @@ def test_quick_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
         assert isinstance(value, float)
         assert value > 0
     throughput = results["scenarios"]["throughput"]["contenders"]
-    assert set(throughput) == {"floor", "plain-sdk", "tap"}
+    assert set(throughput) == {"floor", "floor-msgspec", "plain-sdk", "tap"}
     for contender in throughput.values():
         assert contender["runs"][0]["records"] == contender["runs"][0]["expected_records"]
 
