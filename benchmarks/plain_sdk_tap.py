@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import requests
+from export_lines import export_lines
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 
@@ -37,22 +37,7 @@ class PlainEventsStream(Stream):
     ).to_dict()
 
     def get_records(self, context: Any) -> Iterable[dict[str, Any]]:
-        config = self.config
-        response = requests.get(
-            config["api_url"].rstrip("/") + "/api/2.0/export",
-            params={
-                "from_date": config["start_date"],
-                "to_date": config["end_date"],
-                "project_id": str(config["project_id"]),
-            },
-            auth=(config["service_account_username"], config["service_account_secret"]),
-            stream=True,
-            timeout=600,
-        )
-        response.raise_for_status()
-        for line in response.iter_lines(chunk_size=256 * 1024):
-            if not line:
-                continue
+        for line in export_lines(self.config):
             event = json.loads(line)
             props = event.get("properties") or {}
             yield {

@@ -20,9 +20,7 @@ import argparse
 import json
 import sys
 
-import requests
-
-CHUNK_BYTES = 256 * 1024
+from export_lines import export_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,35 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as fh:
         config = json.load(fh)
-    response = requests.get(
-        config["api_url"].rstrip("/") + "/api/2.0/export",
-        params={
-            "from_date": config["start_date"],
-            "to_date": config["end_date"],
-            "project_id": str(config["project_id"]),
-        },
-        auth=(config["service_account_username"], config["service_account_secret"]),
-        headers={"Accept-Encoding": "gzip"},
-        stream=True,
-        timeout=600,
-    )
-    response.raise_for_status()
+    lines = export_lines(config)
     if args.json == "msgspec":
         import msgspec
 
         decode, encode = msgspec.json.decode, msgspec.json.Encoder().encode
         out = sys.stdout.buffer
-        for line in response.iter_lines(chunk_size=CHUNK_BYTES):
-            if line:
-                out.write(encode({"type": "RECORD", "stream": "events", "record": decode(line)}))
-                out.write(b"\n")
+        for line in lines:
+            out.write(encode({"type": "RECORD", "stream": "events", "record": decode(line)}))
+            out.write(b"\n")
         out.flush()
         return 0
     write = sys.stdout.write
     loads, dumps = json.loads, json.dumps
-    for line in response.iter_lines(chunk_size=CHUNK_BYTES):
-        if line:
-            write(dumps({"type": "RECORD", "stream": "events", "record": loads(line)}) + "\n")
+    for line in lines:
+        write(dumps({"type": "RECORD", "stream": "events", "record": loads(line)}) + "\n")
     sys.stdout.flush()
     return 0
 
