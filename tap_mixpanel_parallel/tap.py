@@ -19,6 +19,7 @@ from singer_sdk.helpers.capabilities import (
     TapCapabilities,
 )
 
+from tap_mixpanel_parallel.errors import redact
 from tap_mixpanel_parallel.output import StdoutWriter
 from tap_mixpanel_parallel.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.settings import Settings, SettingsError
@@ -174,7 +175,9 @@ class TapMixpanelParallel(Tap):
             errors = super()._validate_config(raise_errors=raise_errors)
         except ConfigValidationError as exc:
             errors = exc.errors
-        errors = [_hide_secret_values(error, self._config) for error in errors]
+        errors = [
+            _hide_secret_values(error, self._config, self.config_jsonschema) for error in errors
+        ]
         if not errors:
             try:
                 self._settings = Settings.from_config(self.config)
@@ -248,19 +251,13 @@ class TapMixpanelParallel(Tap):
             sys.exit(code)
 
 
-SECRET_SETTINGS = ("service_account_secret", "api_secret")
-
-
-def _hide_secret_values(error: str, config: Mapping[str, Any]) -> str:
+def _hide_secret_values(error: str, config: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
     """A schema error about a secret setting, without the value it quotes."""
-    for key in SECRET_SETTINGS:
+    secret_keys = [k for k, v in schema["properties"].items() if v.get("secret")]
+    for key in secret_keys:
         if f"config['{key}']" in error:
             return f"{key}: must be a string (value not shown, it is a secret)"
-    for key in SECRET_SETTINGS:
-        value = config.get(key)
-        if isinstance(value, str) and value:
-            error = error.replace(value, "***")
-    return error
+    return redact(error, [v for k in secret_keys if isinstance(v := config.get(k), str)])
 
 
 def _workers_finished(grace: float) -> bool:
