@@ -63,10 +63,6 @@ class MixpanelClient:
                 "User-Agent": user_agent,
             }
         )
-        # The bare base64 token too: a gateway may echo it without the "Basic " prefix, and it
-        # decodes to the secret.
-        token = settings.authorization.partition(" ")[2].strip()
-        self._secrets = (*settings.secrets, settings.authorization, token)
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -116,7 +112,7 @@ class MixpanelClient:
             body = response.raw.read(ERROR_BODY_BYTES, decode_content=True) or b""
         except Exception:
             body = b""
-        text = redact(body.decode("utf-8", "replace"), self._secrets)
+        text = redact(body.decode("utf-8", "replace"), self._settings.secrets)
         return error_for_status(
             response.status_code,
             text,
@@ -126,5 +122,5 @@ class MixpanelClient:
 
     def _transient(self, exc: requests.RequestException) -> TransientError:
         kind = type(exc).__name__
-        detail = redact(str(exc), self._secrets)
+        detail = redact(str(exc), self._settings.secrets)
         return TransientError(f"{kind}: {detail}")

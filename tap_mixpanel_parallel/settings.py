@@ -73,12 +73,14 @@ class Settings:
     time_in_ms: bool = False
     request_timeout: float = 600.0
     max_retries: int = 5
+    #: Every string that must never be printed: the secret, the Authorization header and its
+    #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Check and convert; raises :class:`SettingsError` on the first problem."""
-        authorization, project_id, secrets = _auth(config)
+        authorization, project_id, secret = _auth(config)
         zone_name = config.get("project_timezone") or "UTC"
         try:
             zone = ZoneInfo(str(zone_name))
@@ -120,7 +122,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", False)),
             request_timeout=_positive(config, "request_timeout", 600.0),
             max_retries=_int(config, "max_retries", 5, 0, None),
-            secrets=secrets,
+            secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 
     def end_for(self, today: dt.date) -> dt.date:
@@ -133,7 +135,7 @@ def _basic(user: str, password: str) -> str:
     return f"Basic {token}"
 
 
-def _auth(config: Mapping[str, Any]) -> tuple[str, int | None, tuple[str, ...]]:
+def _auth(config: Mapping[str, Any]) -> tuple[str, int | None, str]:
     user = config.get("service_account_username") or ""
     secret = config.get("service_account_secret") or ""
     api_secret = config.get("api_secret") or ""
@@ -145,7 +147,7 @@ def _auth(config: Mapping[str, Any]) -> tuple[str, int | None, tuple[str, ...]]:
         )
         raise SettingsError(msg)
     if api_secret:
-        return _basic(str(api_secret), ""), _project_id(project_id, False), (str(api_secret),)
+        return _basic(str(api_secret), ""), _project_id(project_id, False), str(api_secret)
     if not user and not secret:
         msg = (
             "service_account_username: no credentials; set service_account_username,"
@@ -158,7 +160,7 @@ def _auth(config: Mapping[str, Any]) -> tuple[str, int | None, tuple[str, ...]]:
     if not secret:
         msg = "service_account_secret: required with service_account_username"
         raise SettingsError(msg)
-    return _basic(str(user), str(secret)), _project_id(project_id, True), (str(secret),)
+    return _basic(str(user), str(secret)), _project_id(project_id, True), str(secret)
 
 
 def _project_id(value: Any, required: bool) -> int | None:

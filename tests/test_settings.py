@@ -111,3 +111,11 @@ def test_today_is_in_the_project_timezone():
     assert today_in(ZoneInfo("UTC"), now) == dt.date(2024, 1, 1)
     assert today_in(ZoneInfo("Asia/Tokyo"), now) == dt.date(2024, 1, 2)
     assert today_in(ZoneInfo("America/Los_Angeles"), now) == dt.date(2024, 1, 1)
+
+
+def test_secrets_cover_the_header_and_its_token():
+    import base64
+
+    s = Settings.from_config(BASE)
+    token = base64.b64encode(b"svc:s3cr3t-value").decode()
+    assert set(s.secrets) == {"s3cr3t-value", f"Basic {token}", token}
