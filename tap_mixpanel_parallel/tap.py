@@ -222,6 +222,12 @@ class TapMixpanelParallel(Tap):
         except StateError as exc:
             self.logger.error("invalid state: %s", exc)
             sys.exit(EXIT_FATAL)
+        except BrokenPipeError:
+            # The reader of stdout (a target, `head`) is gone: nothing more can be delivered,
+            # and the last STATE it read is the one to resume from.
+            self.logger.error("stdout was closed by its reader (did the target exit?); stopping")
+            _stdout_to_devnull()
+            os._exit(EXIT_FATAL)
         outcome = self._events().outcome
         if outcome.summary:
             self.logger.info(outcome.summary)
@@ -258,6 +264,13 @@ def _hide_secret_values(error: str, config: Mapping[str, Any], schema: Mapping[s
         if f"config['{key}']" in error:
             return f"{key}: must be a string (value not shown, it is a secret)"
     return redact(error, [v for k in secret_keys if isinstance(v := config.get(k), str)])
+
+
+def _stdout_to_devnull() -> None:
+    """Let interpreter shutdown flush stdout without a second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _workers_finished(grace: float) -> bool:

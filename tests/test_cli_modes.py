@@ -149,3 +149,21 @@ def test_future_end_date_is_clamped_and_today_is_not_bookmarked(fake_server, run
     assert sorted(run.insert_ids()) == sorted(expected_ids(server, start, today))
     # today is not over: the next run must read it again
     assert run.bookmark["replication_key_value"] == (today - dt.timedelta(days=1)).isoformat()
+
+
+def test_a_closed_stdout_stops_the_tap_with_one_line(fake_server, tmp_path):
+    server = fake_server(start=D(2024, 1, 1), days=60, events_per_day=2000)
+    config_path = tmp_path / "c.json"
+    config_path.write_text(json.dumps(base_config(server)))
+    proc = subprocess.Popen(
+        [TAP, "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().startswith('{"type":"SCHEMA"')
+    proc.stdout.close()  # the reader goes away, as a crashed target would
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "stdout was closed by its reader" in stderr
+    assert "Traceback" not in stderr.split("stdout was closed")[1]
