@@ -116,8 +116,11 @@ class EventsStream(Stream):
     def uses_fast_path(self) -> bool:
         """True when records can go out exactly as the workers encoded them.
 
-        Stream maps, flattening or a deselected field need the SDK's own record path.
+        Stream maps, flattening, a deselected field or a record limit (``--test``, the SDK's
+        dry runs) need the SDK's own record path.
         """
+        if self.ABORT_AT_RECORD_COUNT is not None:
+            return False
         maps = self.stream_maps
         if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
             return False

@@ -167,3 +167,11 @@ def test_a_closed_stdout_stops_the_tap_with_one_line(fake_server, tmp_path):
     assert proc.returncode == 2
     assert "stdout was closed by its reader" in stderr
     assert "Traceback" not in stderr.split("stdout was closed")[1]
+
+
+def test_connection_test_stops_after_one_record(fake_server, run_tap):
+    server = fake_server(start=D(2024, 1, 1), days=21, events_per_day=50)
+    run = run_tap(base_config(server, max_workers=1), extra_args=("--test",))
+    assert run.returncode == 0, run.stderr
+    assert len(run.records) == 1
+    assert len(server.requests_log) <= 2, "a connection test should not export the whole range"
