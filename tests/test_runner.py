@@ -139,5 +139,6 @@ def test_stop_abandons_in_flight_work_promptly():
     threading.Timer(0.3, r.stop).start()
     began = time.monotonic()
     assert list(r.run(plan(8))) == []
-    assert time.monotonic() - began < 5
+    # liveness, not speed: the attempts would otherwise block for 30 s
+    assert time.monotonic() - began < 15
     assert r.interrupted
