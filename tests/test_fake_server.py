@@ -543,7 +543,7 @@ def test_stall_times_out_the_client_and_stop_is_prompt():
     finally:
         began = time.monotonic()
         fake.stop()
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < 5  # liveness: a stalled handler would hold it longer
     fake.stop()  # idempotent
 
 
