@@ -106,7 +106,8 @@ class Faults:
     wins; deterministic ones (``status_override``, ``fail_ranges``, ``fail_dates``,
     ``max_concurrent``) are checked before them. The draws hash (seed, from_date, to_date,
     attempt), where attempt counts the earlier well-formed, authenticated requests for that
-    range, so thread interleaving between different ranges never changes the sequence.
+    range that were not turned away by ``max_concurrent``, so neither thread interleaving nor
+    how many requests happened to overlap changes the sequence.
     Mutating a ``Faults`` in place or swapping ``FakeMixpanel.faults`` applies to the next request.
 
     ``echo_credentials`` makes every 401 body repeat the ``Authorization`` header it received,
@@ -935,6 +936,15 @@ class FakeMixpanel:
     def _decide(self, faults: Faults, query: _Query, in_flight: int) -> _Plan:
         """Same seed, same sequence per range, whatever the thread interleaving."""
         key = (query.from_date.isoformat(), query.to_date.isoformat())
+        status = faults.fail_ranges.get(key)
+        if status is not None:
+            return _Plan(fault="fail_range", status=status)
+        if any(key[0] <= day <= key[1] for day in faults.fail_dates):
+            return _Plan(fault="fail_date", status=500)
+        if faults.max_concurrent is not None and in_flight > faults.max_concurrent:
+            # Not an attempt: how many requests overlap depends on timing, and counting them
+            # would make the random faults below depend on it too.
+            return _Plan(fault="concurrency", status=429)
         with self._lock:
             attempt = self._attempts.get(key, 0)
             self._attempts[key] = attempt + 1
@@ -955,13 +965,6 @@ class FakeMixpanel:
             rbad,
             bad_at,
         ) = (rng.random() for _ in range(12))
-        status = faults.fail_ranges.get(key)
-        if status is not None:
-            return _Plan(fault="fail_range", status=status)
-        if any(key[0] <= day <= key[1] for day in faults.fail_dates):
-            return _Plan(fault="fail_date", status=500)
-        if faults.max_concurrent is not None and in_flight > faults.max_concurrent:
-            return _Plan(fault="concurrency", status=429)
         if r429 < faults.rate_429:
             return _Plan(fault="429", status=429)
         if r5xx < faults.rate_5xx:
