@@ -19,7 +19,6 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_mixpanel_parallel.client import MixpanelClient
-from tap_mixpanel_parallel.errors import redact
 from tap_mixpanel_parallel.limiter import RateLimiter
 from tap_mixpanel_parallel.output import copy_file_to_stdout
 from tap_mixpanel_parallel.partitions import PlannedPartition, plan_partitions
@@ -198,13 +197,12 @@ class EventsStream(Stream):
 
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
         if result.status == "fatal":
-            self.outcome.fatal = redact(result.error, self.settings.secrets)
+            self.outcome.fatal = result.error
             return state
         if result.ok:
             state = settle_done(state, result.planned, today)
         else:
-            error = redact(result.error, self.settings.secrets)
-            state = settle_failed(state, result.planned, error, result.attempts, today)
+            state = settle_failed(state, result.planned, result.error, result.attempts, today)
         self._publish(state)
         return state
 
