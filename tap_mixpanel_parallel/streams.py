@@ -247,7 +247,7 @@ class _ClientPool:
             write = sink.write
             lines = self.get().export_lines(planned.partition, stop)
             for line_no, line in enumerate(lines, 1):
-                if line.strip():
+                if line and not line.isspace():  # no per-line copy, as strip() makes
                     write(encode(line, line_no, stamp))
                     count += 1
             return count
