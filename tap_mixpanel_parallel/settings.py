@@ -23,6 +23,13 @@ REGION_HOSTS = {
     "in": "https://data-in.mixpanel.com",
 }
 EXPORT_PATH = "/api/2.0/export"
+#: Hosts of the Query API (``/api/query``), the App API (``/api/app``) and the legacy
+#: ``/api/2.0`` paths, per data residency.
+QUERY_HOSTS = {
+    "us": "https://mixpanel.com",
+    "eu": "https://eu.mixpanel.com",
+    "in": "https://in.mixpanel.com",
+}
 
 
 #: The one source of every setting: name, type, default, bounds and description. The SDK
@@ -61,7 +68,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "api_url",
         th.StringType,
-        description="Base URL override (proxies, tests): requests go to {api_url}/api/2.0/export",
+        description="Base URL override (proxies, tests) for every API: {api_url}/api/2.0/export,"
+        " {api_url}/api/query/..., {api_url}/api/app/...",
     ),
     th.Property(
         "start_date",
@@ -135,6 +143,45 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=5,
         description="Attempts per partition beyond the first",
     ),
+    th.Property(
+        "query_max_workers",
+        th.IntegerType(minimum=1, maximum=20),
+        default=5,
+        description="Query API requests at once (engage pages, cohorts, funnels); Mixpanel"
+        " allows 5 concurrent queries per project",
+    ),
+    th.Property(
+        "query_max_requests_per_hour",
+        th.IntegerType(minimum=1),
+        default=60,
+        description="Query API budget per hour, retries included (Mixpanel: 60 per project)",
+    ),
+    th.Property(
+        "query_pages_count_against_hourly_budget",
+        th.BooleanType,
+        default=False,
+        description="Charge engage pages after the first against query_max_requests_per_hour"
+        " (Mixpanel does not document that they count; 429s slow the tap down either way)",
+    ),
+    th.Property(
+        "engage_page_size",
+        th.IntegerType(minimum=1, maximum=100000),
+        default=1000,
+        description="Profiles per engage page (engage and cohort_members)",
+    ),
+    th.Property(
+        "engage_full_refresh",
+        th.BooleanType,
+        default=False,
+        description="Read every profile, ignoring the engage bookmark (deleted profiles only"
+        " leave the destination's table through a full refresh)",
+    ),
+    th.Property(
+        "funnels_window_days",
+        th.IntegerType(minimum=1, maximum=90),
+        default=30,
+        description="Days per funnels query (one query per funnel and window)",
+    ),
 ).to_dict()
 
 
@@ -188,6 +235,16 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    #: Scheme and host of the Query, App and legacy ``/api/2.0`` APIs (or ``api_url``).
+    query_host: str
+    #: True with a service account; the legacy project secret reaches fewer APIs.
+    service_account: bool
+    query_max_workers: int
+    query_max_requests_per_hour: int
+    query_pages_count_against_hourly_budget: bool
+    engage_page_size: int
+    engage_full_refresh: bool
+    funnels_window_days: int
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -237,6 +294,16 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            query_host=_host(config, QUERY_HOSTS),
+            service_account=not config.get("api_secret"),
+            query_max_workers=_int(config, "query_max_workers"),
+            query_max_requests_per_hour=_int(config, "query_max_requests_per_hour"),
+            query_pages_count_against_hourly_budget=_bool(
+                config, "query_pages_count_against_hourly_budget"
+            ),
+            engage_page_size=_int(config, "engage_page_size"),
+            engage_full_refresh=_bool(config, "engage_full_refresh"),
+            funnels_window_days=_int(config, "funnels_window_days"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 
@@ -299,18 +366,23 @@ def _project_id(value: Any, required: bool) -> int | None:
 
 
 def _export_url(config: Mapping[str, Any]) -> str:
+    return _host(config, REGION_HOSTS) + EXPORT_PATH
+
+
+def _host(config: Mapping[str, Any], hosts: Mapping[str, str]) -> str:
+    """``api_url`` when set (one override routes every API), else the region's host."""
     api_url = config.get("api_url")
     if api_url:
         url = str(api_url).rstrip("/")
         if not url.startswith(("http://", "https://")):
             msg = f"api_url: {api_url!r} must start with https:// (or http:// for a local proxy)"
             raise SettingsError(msg)
-        return url + EXPORT_PATH
+        return url
     region = str(config.get("region") or default_of("region")).lower()
-    if region not in REGION_HOSTS:
+    if region not in hosts:
         msg = f"region: {region!r} is not one of us, eu, in"
         raise SettingsError(msg)
-    return REGION_HOSTS[region] + EXPORT_PATH
+    return hosts[region]
 
 
 def default_of(key: str) -> Any:
@@ -332,6 +404,16 @@ def _int(config: Mapping[str, Any], key: str) -> int:
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         msg = f"{key}: {value} must be {bounds}"
+        raise SettingsError(msg)
+    return value
+
+
+def _bool(config: Mapping[str, Any], key: str) -> bool:
+    value = config.get(key)
+    if value is None:
+        return bool(default_of(key))
+    if not isinstance(value, bool):
+        msg = f"{key}: {value!r} must be true or false"
         raise SettingsError(msg)
     return value
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar
 
-from singer_sdk import Tap
+from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
@@ -23,6 +23,11 @@ from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.export.stream import EventsStream
 from tap_mixpanel_parallel.http.errors import redact
 from tap_mixpanel_parallel.output import StdoutWriter
+from tap_mixpanel_parallel.query.api import QueryApi
+from tap_mixpanel_parallel.query.base import QueryStream
+from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
+from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
+from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
 
 EXIT_FAILED_PARTITIONS = 1
@@ -80,9 +85,35 @@ class TapMixpanelParallel(Tap):
             raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
         return errors
 
-    def discover_streams(self) -> list[EventsStream]:
-        """The one stream."""
-        return [EventsStream(tap=self)]
+    def discover_streams(self) -> list[Stream]:
+        """Raw events first, then the Query/App API streams (synced in this order)."""
+        return [
+            EventsStream(tap=self),
+            EngageStream(tap=self),
+            CohortsStream(tap=self),
+            CohortMembersStream(tap=self),
+            AnnotationsStream(tap=self),
+        ]
+
+    _query_api: QueryApi | None = None
+
+    @property
+    def query_api(self) -> QueryApi:
+        """The Query API budget and sessions every query stream of this run shares."""
+        if self._query_api is None:
+            self._query_api = QueryApi(self.settings, self.name, self.logger)
+        return self._query_api
+
+    def _query_streams(self) -> list[QueryStream]:
+        return [s for s in self.streams.values() if isinstance(s, QueryStream)]
+
+    def run_halted(self) -> bool:
+        """True once a fatal error or a signal means no further stream may start."""
+        return (
+            self._signal is not None
+            or self._events().outcome.fatal is not None
+            or any(s.outcome.fatal for s in self._query_streams())
+        )
 
     def _events(self) -> EventsStream:
         stream = self.streams[EventsStream.name]
@@ -91,7 +122,7 @@ class TapMixpanelParallel(Tap):
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         runner = self._events().runner
-        if runner is None:
+        if runner is None and self._query_api is None:
             # Nothing is in flight (discovery, start-up): stop now, as a signal should.
             sys.exit(EXIT_SIGNAL_BASE + signum)
         if self._signal is not None:
@@ -103,7 +134,10 @@ class TapMixpanelParallel(Tap):
             signum,
         )
         self._signal = signum
-        runner.stop()
+        if runner is not None:
+            runner.stop()
+        if self._query_api is not None:
+            self._query_api.stop()
 
     _signal: int | None = None
 
@@ -136,7 +170,24 @@ class TapMixpanelParallel(Tap):
         if outcome.fatal:
             self.logger.error("stopped: %s", outcome.fatal)
             code = EXIT_FATAL
-        if outcome.interrupted:
+        for stream in self._query_streams():
+            if stream.outcome.summary:
+                self.logger.info(stream.outcome.summary)
+            if stream.outcome.failed:
+                self.logger.error(
+                    "stream %s failed; its state is unchanged for the next run: %s",
+                    stream.name,
+                    stream.outcome.failed,
+                )
+                code = max(code, EXIT_FAILED_PARTITIONS)
+            if stream.outcome.fatal:
+                self.logger.error(
+                    "stream %s stopped the run: %s", stream.name, stream.outcome.fatal
+                )
+                code = EXIT_FATAL
+        if self._query_api is not None:
+            self._query_api.close()
+        if outcome.interrupted or (self._query_api is not None and self._query_api.interrupted):
             self.logger.warning("interrupted: rerun with the last STATE to export the rest")
             code = EXIT_SIGNAL_BASE + (self._signal or 15)
         if code:
@@ -168,12 +219,11 @@ def _stdout_to_devnull() -> None:
 def _workers_finished(grace: float) -> bool:
     """Give idle or stopping workers a moment to end; True when none is left."""
     deadline = time.monotonic() + grace
+    prefixes = (WORKER_THREAD_PREFIX, QUERY_THREAD_PREFIX)
     for thread in threading.enumerate():
-        if thread.name.startswith(WORKER_THREAD_PREFIX):
+        if thread.name.startswith(prefixes):
             thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(
-        t.is_alive() and t.name.startswith(WORKER_THREAD_PREFIX) for t in threading.enumerate()
-    )
+    return not any(t.is_alive() and t.name.startswith(prefixes) for t in threading.enumerate())
 
 
 if __name__ == "__main__":

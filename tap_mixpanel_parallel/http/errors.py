@@ -57,9 +57,14 @@ def preview(body: str) -> str:
 
 
 def error_for_status(
-    status: int, body: str, retry_after: float | None, project_id: int | None
+    status: int,
+    body: str,
+    retry_after: float | None,
+    project_id: int | None,
+    *,
+    api: str = "export",
 ) -> ExportError:
-    """Map a non-200 export answer to an error that says what to check."""
+    """Map a non-200 answer of ``api`` (export, Query, App) to an error that says what to check."""
     said = f" Mixpanel said: {preview(body)}" if body.strip() else ""
     if status == 401:
         return RunFatal(
@@ -68,11 +73,12 @@ def error_for_status(
         )
     if status == 402:
         return RunFatal(
-            f"HTTP 402 Payment Required: this Mixpanel plan does not include the export API.{said}"
+            f"HTTP 402 Payment Required: this Mixpanel plan does not include the {api} API.{said}"
         )
     if status == 403:
         return RunFatal(
-            f"HTTP 403 Forbidden: the credentials may not export project_id {project_id};"
+            f"HTTP 403 Forbidden: the credentials may not use the {api} API of project_id"
+            f" {project_id};"
             f" give the service account access to that project.{said}"
         )
     if status == 429:
@@ -82,6 +88,8 @@ def error_for_status(
             " to_date is judged in the project's timezone: check project_timezone and end_date."
             if "to_date" in body
             else " Check event_names and where."
+            if api == "export"
+            else ""
         )
         return PartitionRejected(f"HTTP 400 Bad Request:{hint}{said}")
     if status >= 500:

@@ -110,8 +110,13 @@ class RateLimiter:
                 self._lock.notify_all()
 
     @contextmanager
-    def slot(self, stop: threading.Event) -> Iterator[None]:
-        """Block until a request may start, and hold a concurrency slot while it runs."""
+    def slot(self, stop: threading.Event, *, charge: bool = True) -> Iterator[None]:
+        """Block until a request may start, and hold a concurrency slot while it runs.
+
+        ``charge`` False skips the per-second and per-hour budgets (a 429 pause still holds):
+        for requests the API is not thought to count, such as further pages of an engage
+        session.
+        """
         with self._lock:
             while self._active >= self.concurrency:
                 if stop.is_set():
@@ -119,26 +124,27 @@ class RateLimiter:
                 self._lock.wait(0.2)
             self._active += 1
         try:
-            self._take_budget(stop)
+            self._take_budget(stop, charge=charge)
             yield
         finally:
             with self._lock:
                 self._active -= 1
                 self._lock.notify_all()
 
-    def _take_budget(self, stop: threading.Event) -> None:
+    def _take_budget(self, stop: threading.Event, *, charge: bool = True) -> None:
         with self._lock:
             while True:
                 if stop.is_set():
                     raise StopRequested
                 now = self._clock()
                 reason, wait = "429 pause", self._paused_until - now
-                for name, window in self._windows.items():
+                windows = self._windows if charge else {}
+                for name, window in windows.items():
                     window_wait = window.wait_time(now)
                     if window_wait > wait:
                         reason, wait = name, window_wait
                 if wait <= 0:
-                    for window in self._windows.values():
+                    for window in windows.values():
                         window.record(now)
                     self.started += 1
                     return

@@ -40,7 +40,11 @@ def new_session(authorization: str, user_agent: str, accept: str) -> requests.Se
 
 
 def status_error(
-    response: requests.Response, secrets: Sequence[str], project_id: int | None
+    response: requests.Response,
+    secrets: Sequence[str],
+    project_id: int | None,
+    *,
+    api: str = "export",
 ) -> ExportError:
     """The error for a non-200 answer, quoting (redacted) what Mixpanel said."""
     try:
@@ -53,6 +57,7 @@ def status_error(
         text,
         parse_retry_after(response.headers.get("Retry-After")),
         project_id,
+        api=api,
     )
 
 

@@ -1,0 +1,67 @@
+"""One request's retries under a shared limiter, for APIs answered in one body.
+
+Each attempt takes a limiter slot; a retryable error waits python-backoff's exponential
+delay with full jitter (at least a ``Retry-After``), and a 429 also pauses and narrows every
+other worker of the same limiter, since being over budget is never one worker's problem.
+Fatal and rejected errors and the last retryable one are raised to the caller, who knows
+what failing means for its unit of work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import backoff
+
+from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
+from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
+
+MAX_BACKOFF_SECONDS = 60.0
+
+T = TypeVar("T")
+
+#: Told about each retry: attempt number, the error, the delay before the next attempt.
+OnRetry = Callable[[int, ExportError, float], None]
+
+
+def with_retries(
+    attempt: Callable[[], T],
+    *,
+    limiter: RateLimiter,
+    stop: threading.Event,
+    max_retries: int,
+    on_retry: OnRetry,
+    charge: bool = True,
+    backoff_factor: float = 1.0,
+) -> T:
+    """``attempt()``'s value, after at most ``max_retries`` retries of retryable errors.
+
+    Raises :class:`StopRequested` as soon as ``stop`` is set (between attempts or while
+    waiting), and the :class:`ExportError` that ended the tries otherwise.
+    """
+    delays = backoff.expo(factor=backoff_factor, max_value=MAX_BACKOFF_SECONDS)
+    next(delays)  # the first value of python-backoff generators is a priming value
+    attempts = 0
+    while True:
+        if stop.is_set():
+            raise StopRequested
+        attempts += 1
+        try:
+            with limiter.slot(stop, charge=charge):
+                value = attempt()
+        except ExportError as exc:
+            if stop.is_set():
+                raise StopRequested from None
+            if exc.fatal or not exc.retryable or attempts > max_retries:
+                raise
+            delay = max(backoff.full_jitter(next(delays)), exc.retry_after or 0.0)
+            if isinstance(exc, RateLimited):
+                limiter.throttled(delay)
+            on_retry(attempts, exc, delay)
+            if stop.wait(delay):
+                raise StopRequested from None
+            continue
+        limiter.succeeded()
+        return value

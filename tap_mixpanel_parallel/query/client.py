@@ -1,0 +1,110 @@
+"""Requests to the Query, App and legacy ``/api/2.0`` APIs, each answered in one JSON body
+(worker threads).
+
+Bodies are small by construction (one engage page, one list, one funnel window), so each is
+read whole, with the same deadline, stop check and error mapping as the export.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+import requests
+
+from tap_mixpanel_parallel.http.errors import ExportError, TransientError
+from tap_mixpanel_parallel.http.session import (
+    CONNECT_TIMEOUT_SECONDS,
+    status_error,
+    transport_error,
+)
+from tap_mixpanel_parallel.settings import Settings
+
+CHUNK_BYTES = 256 * 1024
+#: What the Query and App APIs answer with.
+QUERY_ACCEPT = "application/json"
+#: Statuses with which Mixpanel is taken to say a paging session is gone (undocumented).
+SESSION_GONE_STATUSES = (400, 404, 410)
+
+
+class SessionExpired(ExportError):
+    """A later page of an engage session was refused because the session is gone.
+
+    Not retryable as a page: the whole query restarts with a new session.
+    """
+
+
+def query_url(settings: Settings, path: str) -> str:
+    """A Query API endpoint, e.g. ``engage`` or ``cohorts/list``."""
+    return f"{settings.query_host}/api/query/{path}"
+
+
+def app_url(settings: Settings, path: str) -> str:
+    """An App API endpoint (service accounts only)."""
+    return f"{settings.query_host}/api/app/{path}"
+
+
+def legacy_url(settings: Settings, path: str) -> str:
+    """A legacy ``/api/2.0`` endpoint, for what the project secret still reaches."""
+    return f"{settings.query_host}/api/2.0/{path}"
+
+
+def project_params(settings: Settings) -> dict[str, str]:
+    """``project_id`` in the query string, which the Query API wants with a service account."""
+    return {} if settings.project_id is None else {"project_id": str(settings.project_id)}
+
+
+def fetch_body(
+    session: requests.Session,
+    settings: Settings,
+    url: str,
+    stop: threading.Event,
+    *,
+    form: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    api: str = "Query",
+    in_session: bool = False,
+) -> bytes:
+    """The whole body of a GET (no ``form``) or a form-encoded POST.
+
+    ``in_session`` marks a later page of an engage session: a refusal that speaks of the
+    session raises :class:`SessionExpired` instead of failing the page.
+    """
+    timeout = settings.request_timeout
+    deadline = time.monotonic() + timeout
+    query = {**project_params(settings), **(params or {})}
+    try:
+        response = session.request(
+            "GET" if form is None else "POST",
+            url,
+            params=query,
+            data=None if form is None else dict(form),
+            stream=True,
+            timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
+        )
+    except requests.RequestException as exc:
+        raise transport_error(exc, settings.secrets) from None
+    with response:
+        if response.status_code != 200:
+            error = status_error(response, settings.secrets, settings.project_id, api=api)
+            if (
+                in_session
+                and response.status_code in SESSION_GONE_STATUSES
+                and "session" in error.message.lower()
+            ):
+                raise SessionExpired(error.message)
+            raise error
+        chunks: list[bytes] = []
+        try:
+            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                if stop.is_set():
+                    msg = "stopping: request abandoned"
+                    raise TransientError(msg)
+                if time.monotonic() > deadline:
+                    msg = f"request_timeout of {timeout:g}s passed while reading"
+                    raise TransientError(msg)
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise transport_error(exc, settings.secrets) from None
+    return b"".join(chunks)

@@ -1,0 +1,226 @@
+"""``engage`` (people profiles) and ``cohort_members``: engage queries paged in parallel.
+
+Main thread: plans the queries, drives :class:`QueryRunner`, emits whole queries and STATE.
+The fetch function handed to the runner runs on workers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+from singer_sdk import typing as th
+
+from tap_mixpanel_parallel.export.runner import Status
+from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
+from tap_mixpanel_parallel.output import passes_through
+from tap_mixpanel_parallel.query.base import QueryStream
+from tap_mixpanel_parallel.query.client import fetch_body, query_url
+from tap_mixpanel_parallel.query.lists import list_cohorts
+from tap_mixpanel_parallel.query.records import PageMalformed, PageWritten, ProfileEncoder
+from tap_mixpanel_parallel.query.runner import FetchPage, QueryJob, QueryRunner
+from tap_mixpanel_parallel.query.state import (
+    dump_bookmark,
+    engage_where,
+    format_last_seen,
+    later,
+    load_bookmark,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from singer_sdk.helpers.types import Context
+
+    from tap_mixpanel_parallel.query.api import QueryApi
+
+
+def engage_fetch(api: QueryApi) -> FetchPage:
+    """One attempt at one engage page, as a worker runs it."""
+    settings = api.settings
+    url = query_url(settings, "engage")
+
+    def fetch(
+        job: QueryJob, page: int, session_id: str | None, sink: IO[bytes], stop: threading.Event
+    ) -> PageWritten:
+        form = dict(job.form)
+        form["page_size"] = str(job.page_size)
+        if page:
+            form["page"] = str(page)
+            form["session_id"] = session_id or ""
+        body = fetch_body(api.sessions.get(), settings, url, stop, form=form, in_session=page > 0)
+        stamp = dt.datetime.now(dt.timezone.utc).isoformat()
+        try:
+            return job.encoder.write_page(body, sink, stamp)
+        except msgspec.DecodeError:
+            msg = f"page {page} is not whole JSON (cut body)"
+            raise StreamCut(msg) from None
+        except (msgspec.ValidationError, PageMalformed) as exc:
+            msg = f"page {page} is not an engage answer ({exc})"
+            raise PartitionRejected(msg) from None
+
+    return fetch
+
+
+class _EngageQueries(QueryStream):
+    """Runs engage queries and emits each one whole, in order."""
+
+    def run_jobs(self, jobs: list[QueryJob], window: int) -> Iterator[QueryJob]:
+        """Yield finished jobs; the ok ones' spool files are there until the next one."""
+        settings = self.settings
+        runner = QueryRunner(
+            fetch=engage_fetch(self.api),
+            limiter=self.api.limiter,
+            max_workers=settings.query_max_workers,
+            max_retries=settings.max_retries,
+            charge_pages=settings.query_pages_count_against_hourly_budget,
+            logger=self.logger,
+        )
+        self.api.attach(runner)
+        for job in runner.run(jobs, window):
+            if job.status is Status.FATAL:
+                self.outcome.fatal = job.error
+                return
+            yield job
+        if runner.fatal is not None:
+            self.outcome.fatal = runner.fatal
+
+    def log_job(self, job: QueryJob) -> None:
+        """One line per finished query."""
+        if job.status is Status.OK:
+            self.logger.info(
+                "%s: %d records in %d page%s, %.1fs (%d requests, %d session restart%s)",
+                job.label,
+                job.records,
+                job.known_pages,
+                "" if job.known_pages == 1 else "s",
+                job.seconds,
+                job.attempts,
+                job.restarts,
+                "" if job.restarts == 1 else "s",
+            )
+        else:
+            self.logger.error("%s failed after %.1fs: %s", job.label, job.seconds, job.error)
+
+
+class EngageStream(_EngageQueries):
+    """People profiles, incremental on ``$last_seen``."""
+
+    name = "engage"
+    primary_keys = ("distinct_id",)
+    replication_key = "last_seen"
+    is_sorted = False
+
+    schema = th.PropertiesList(
+        th.Property("distinct_id", th.StringType, required=True, description="$distinct_id"),
+        th.Property(
+            "last_seen",
+            th.DateTimeType,
+            description="$last_seen (when the profile was last updated), RFC 3339 in UTC",
+        ),
+        th.Property(
+            "properties",
+            th.ObjectType(additional_properties=True),
+            description="The profile's whole $properties object, unchanged",
+        ),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """One engage query; its records are emitted once all its pages are on disk."""
+        if self.halted():
+            return
+        settings = self.settings
+        bookmark = load_bookmark(self.stream_state, self.name)
+        where = engage_where(
+            bookmark, settings.lookback_days, full_refresh=settings.engage_full_refresh
+        )
+        if where is None:
+            self.logger.info(
+                "engage: reading every profile (%s)",
+                "engage_full_refresh"
+                if settings.engage_full_refresh and bookmark
+                else "no bookmark",
+            )
+        else:
+            self.logger.info("engage: reading profiles where %s", where)
+        fast = passes_through(self)
+        job = QueryJob(
+            index=0,
+            label="engage",
+            form={} if where is None else {"where": where},
+            encoder=ProfileEncoder(self.name, as_messages=fast),
+            page_size=settings.engage_page_size,
+        )
+        for done in self.run_jobs([job], window=1):
+            self.log_job(done)
+            if done.status is not Status.OK:
+                self.outcome.failed = f"engage: {done.error}"
+                return
+            yield from self.emit_spool(done.page_paths(), done.records, fast)
+            newest = later(bookmark, done.newest)
+            if newest is not None:
+                self.publish_state(dump_bookmark(newest, self.replication_key))
+            self.outcome.summary = (
+                f"engage finished: {done.records} profiles, bookmark"
+                f" {format_last_seen(newest) if newest else 'none'}"
+            )
+
+
+class CohortMembersStream(_EngageQueries):
+    """Which profiles are in which cohort: one engage query per cohort, side by side."""
+
+    name = "cohort_members"
+    primary_keys = ("cohort_id", "distinct_id")
+    replication_key = None
+    selected_by_default = False  # one query per cohort, against 60 an hour
+
+    schema = th.PropertiesList(
+        th.Property("cohort_id", th.IntegerType, required=True, description="The cohort's id"),
+        th.Property(
+            "distinct_id", th.StringType, required=True, description="$distinct_id of a member"
+        ),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Every cohort's members; a failed cohort fails the stream, the others still load."""
+        if self.halted():
+            return
+        cohorts = list_cohorts(self.api, self.outcome)
+        if cohorts is None:
+            return
+        fast = passes_through(self)
+        settings = self.settings
+        jobs = [
+            QueryJob(
+                index=number,
+                label=f"cohort_members: cohort {cohort_id}",
+                form={
+                    "filter_by_cohort": json.dumps({"id": cohort_id}),
+                    # Members are keys only: the profile itself is in `engage`.
+                    "output_properties": json.dumps(["$last_seen"]),
+                },
+                encoder=ProfileEncoder(
+                    self.name, as_messages=fast, extra={"cohort_id": cohort_id}, with_profile=False
+                ),
+                page_size=settings.engage_page_size,
+            )
+            for number, cohort_id in enumerate(c["id"] for c in cohorts)
+        ]
+        failed: list[str] = []
+        total = 0
+        for done in self.run_jobs(jobs, window=settings.query_max_workers):
+            self.log_job(done)
+            if done.status is not Status.OK:
+                failed.append(done.label)
+                continue
+            total += done.records
+            yield from self.emit_spool(done.page_paths(), done.records, fast)
+        if failed:
+            self.outcome.failed = f"{len(failed)} of {len(jobs)} cohorts failed: " + ", ".join(
+                failed
+            )
+        self.outcome.summary = f"cohort_members finished: {total} members of {len(jobs)} cohorts"

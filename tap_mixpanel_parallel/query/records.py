@@ -1,0 +1,112 @@
+"""From one engage page (a JSON body) to Singer records (worker threads).
+
+A profile's ``$properties`` is carried through as the exact bytes Mixpanel sent
+(``msgspec.Raw``), as ``events.properties`` is: nested values stay nested, nothing is re-typed.
+Only ``$last_seen`` is decoded from it, for the column and the bookmark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgspec
+
+from tap_mixpanel_parallel.query.state import later, parse_last_seen
+
+
+class _Profile(msgspec.Struct):
+    distinct_id: Any = msgspec.field(name="$distinct_id", default=None)
+    properties: msgspec.Raw = msgspec.field(name="$properties", default=msgspec.Raw(b"{}"))
+
+
+class _Page(msgspec.Struct):
+    results: list[_Profile] | None = None
+    session_id: str | None = None
+    page: int | None = None
+    page_size: int | None = None
+    total: int | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+class _LastSeen(msgspec.Struct):
+    last_seen: Any = msgspec.field(name="$last_seen", default=None)
+
+
+_page_decoder = msgspec.json.Decoder(_Page)
+_last_seen_decoder = msgspec.json.Decoder(_LastSeen)
+_encoder = msgspec.json.Encoder()
+
+
+class PageMalformed(ValueError):
+    """The body is JSON but not an engage page."""
+
+
+@dataclass(frozen=True)
+class PageWritten:
+    """What a worker learnt from one page it wrote to its spool file."""
+
+    count: int
+    max_last_seen: dt.datetime | None
+    # What the page says about its session (page 0 carries all three).
+    session_id: str | None = None
+    page_size: int | None = None
+    total: int | None = None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+class ProfileEncoder:
+    """Writes the records of one page: whole Singer RECORD lines, or bare records.
+
+    ``extra`` holds columns every record of the query shares (``cohort_id`` of a cohort's
+    members); ``with_profile`` False keeps only the keys (cohort members, which refer to
+    ``engage`` for the profile itself).
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        as_messages: bool,
+        extra: dict[str, Any] | None = None,
+        with_profile: bool = True,
+    ) -> None:
+        self.stream = stream
+        self.as_messages = as_messages
+        self.extra = extra or {}
+        self.with_profile = with_profile
+
+    def write_page(self, body: bytes, sink: IO[bytes], time_extracted: str) -> PageWritten:
+        """Decode a whole page and write its records; raises on a cut or foreign body."""
+        page = _page_decoder.decode(body)  # msgspec.DecodeError on a cut body
+        if page.results is None:
+            msg = "the engage answer has no results list"
+            raise PageMalformed(msg)
+        newest: dt.datetime | None = None
+        write = sink.write
+        for profile in page.results:
+            record: dict[str, Any] = dict(self.extra)
+            record["distinct_id"] = _text(profile.distinct_id)
+            if self.with_profile:
+                seen = parse_last_seen(_last_seen_decoder.decode(profile.properties).last_seen)
+                newest = later(newest, seen)
+                record["last_seen"] = None if seen is None else seen.isoformat()
+                record["properties"] = profile.properties
+            if self.as_messages:
+                message = {
+                    "type": "RECORD",
+                    "stream": self.stream,
+                    "record": record,
+                    "time_extracted": time_extracted,
+                }
+                write(_encoder.encode(message) + b"\n")
+            else:
+                write(_encoder.encode(record) + b"\n")
+        return PageWritten(len(page.results), newest, page.session_id, page.page_size, page.total)

@@ -1,0 +1,335 @@
+"""Engage queries on a thread pool: the pages of a session side by side, whole queries back
+in order (orchestration on the main thread, attempts on workers).
+
+A query (all profiles, or one cohort's members) starts with page 0, which names the session
+and its size; its other pages are then fetched at the same time, each into a spool file of its
+own. A query is handed back only once every page of its session is on disk: pages of one
+session are disjoint, so a query emitted whole emits each profile once.
+
+When a later page says the session is gone, what was fetched of that session is thrown away
+and the query starts again with a new session: Mixpanel does not promise the same order in a
+new session, so skipping pages already fetched could lose or repeat profiles. Nothing of a
+query reaches stdout before all of it is on disk, so a restart never repeats a record, and
+memory holds one page per worker whatever the size of the query.
+
+Several queries (cohorts) may be in flight at once, up to a window; they are handed back in
+the order given. Workers only fetch, parse and write their own spool files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from tap_mixpanel_parallel.export.runner import Status
+from tap_mixpanel_parallel.http.errors import ExportError
+from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
+from tap_mixpanel_parallel.http.retry import with_retries
+from tap_mixpanel_parallel.query.client import SessionExpired
+from tap_mixpanel_parallel.query.paging import Session, next_page_needed, short_page
+from tap_mixpanel_parallel.query.records import PageWritten, ProfileEncoder
+from tap_mixpanel_parallel.query.state import later
+
+WORKER_THREAD_PREFIX = "mixpanel-query"
+
+
+@dataclass
+class QueryJob:
+    """One engage query and, on the main thread, how far it got."""
+
+    index: int
+    label: str
+    form: dict[str, str]
+    encoder: ProfileEncoder
+    page_size: int
+    generation: int = 0
+    restarts: int = 0
+    session: Session | None = None
+    known_pages: int = 0
+    pages: dict[int, PageWritten] = field(default_factory=dict)
+    status: Status | None = None
+    error: str = ""
+    attempts: int = 0
+    started: float = 0.0
+    seconds: float = 0.0
+    spool_dir: Path | None = None
+
+    @property
+    def records(self) -> int:
+        """Profiles on disk for the current session."""
+        return sum(p.count for p in self.pages.values())
+
+    @property
+    def newest(self) -> dt.datetime | None:
+        """The largest ``$last_seen`` of the current session."""
+        moment: dt.datetime | None = None
+        for page in self.pages.values():
+            moment = later(moment, page.max_last_seen)
+        return moment
+
+    def path(self, page: int, generation: int | None = None) -> Path:
+        """Where a page of a session is spooled."""
+        assert self.spool_dir is not None
+        gen = self.generation if generation is None else generation
+        return self.spool_dir / f"{self.index:05d}-{gen:03d}-{page:07d}.jsonl"
+
+    def page_paths(self) -> list[Path]:
+        """The complete query's spool files, in page order."""
+        return [self.path(page) for page in range(self.known_pages)]
+
+
+#: One attempt at one page: request it and write its records into the open spool file.
+FetchPage = Callable[[QueryJob, int, "str | None", IO[bytes], threading.Event], PageWritten]
+
+
+@dataclass
+class _PageResult:
+    job: int
+    generation: int
+    page: int
+    status: Status | None  # None: the session expired
+    written: PageWritten | None = None
+    attempts: int = 0
+    error: str = ""
+
+
+class QueryRunner:
+    """Runs engage queries' pages under the Query API limiter."""
+
+    def __init__(
+        self,
+        *,
+        fetch: FetchPage,
+        limiter: RateLimiter,
+        max_workers: int,
+        max_retries: int,
+        charge_pages: bool,
+        logger: logging.Logger,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._limiter = limiter
+        self._max_workers = max_workers
+        self._max_retries = max_retries
+        self._charge_pages = charge_pages
+        self._logger = logger
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.fatal: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: set[Future[_PageResult]] = set()
+        self._by_job: dict[int, set[Future[_PageResult]]] = {}
+
+    def run(self, jobs: Sequence[QueryJob], window: int = 1) -> Iterator[QueryJob]:
+        """Yield each job once it is done (ok or failed), in the order given.
+
+        An ok job's pages are on disk until the next job is asked for. After a stop or a fatal
+        error nothing more is yielded.
+        """
+        self._pool = ThreadPoolExecutor(
+            max_workers=self._max_workers, thread_name_prefix=WORKER_THREAD_PREFIX
+        )
+        active: deque[QueryJob] = deque()
+        queued = deque(jobs)
+        with tempfile.TemporaryDirectory(
+            prefix="tap-mixpanel-parallel-query-", ignore_cleanup_errors=True
+        ) as spool:
+            try:
+                while queued or active:
+                    while queued and len(active) < window and not self._halted():
+                        job = queued.popleft()
+                        job.spool_dir = Path(spool)
+                        job.started = time.monotonic()
+                        self._submit(job, 0, None)
+                        active.append(job)
+                    while active and active[0].status is not None:
+                        job = active.popleft()
+                        job.seconds = time.monotonic() - job.started
+                        yield job
+                        _remove(job.page_paths() if job.status is Status.OK else [])
+                    if self._halted() or not active:
+                        if self._halted():
+                            return
+                        continue
+                    done, _ = futures.wait(
+                        self._pending, timeout=0.2, return_when=futures.FIRST_COMPLETED
+                    )
+                    for future in done:
+                        self._pending.discard(future)
+                        if not future.cancelled():
+                            self._settle(jobs, future.result())
+            finally:
+                # Never wait for a worker stuck in a stalled read: it checks the stop event
+                # between chunks, and the caller decides how long a stop may take.
+                self.stop_event.set()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Start nothing more and abandon what is in flight (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def _halted(self) -> bool:
+        return self.stop_event.is_set() or self.fatal is not None
+
+    # -- main thread: what a finished page means for its query ----------------------------
+
+    def _submit(self, job: QueryJob, page: int, session_id: str | None) -> None:
+        assert self._pool is not None
+        future = self._pool.submit(self._run_page, job, job.generation, page, session_id)
+        self._pending.add(future)
+        mine = self._by_job.setdefault(job.index, set())
+        mine.add(future)
+        future.add_done_callback(mine.discard)
+
+    def _cancel_queued(self, job: QueryJob) -> None:
+        """Pages of a thrown-away session that no worker has started never will."""
+        for future in list(self._by_job.get(job.index, ())):
+            future.cancel()
+
+    def _settle(self, jobs: Sequence[QueryJob], result: _PageResult) -> None:
+        job = next(j for j in jobs if j.index == result.job)
+        job.attempts += result.attempts
+        if job.status is not None or result.generation != job.generation:
+            _remove([job.path(result.page, result.generation)])  # a session thrown away
+            return
+        if result.status is Status.STOPPED:
+            return
+        if result.status is Status.FATAL:
+            self.fatal = result.error
+            job.status, job.error = Status.FATAL, result.error
+            return
+        if result.status is Status.FAILED:
+            self._fail(job, f"page {result.page}: {result.error}")
+            return
+        if result.status is None:
+            self._restart(job, result.error)
+            return
+        assert result.written is not None
+        self._page_done(job, result.page, result.written)
+
+    def _page_done(self, job: QueryJob, page: int, written: PageWritten) -> None:
+        job.pages[page] = written
+        if page == 0:
+            if written.session_id is None and written.count >= job.page_size:
+                self._fail(job, "Mixpanel sent a full first page without a session_id to page on")
+                return
+            job.session = Session(
+                written.session_id or "",
+                written.page_size or job.page_size,
+                written.count if written.total is None else written.total,
+            )
+            job.known_pages = job.session.planned_pages if written.session_id else 1
+            for later_page in range(1, job.known_pages):
+                self._submit(job, later_page, job.session.session_id)
+        assert job.session is not None
+        last = job.known_pages - 1
+        if (
+            last in job.pages
+            and job.session.session_id
+            and next_page_needed(
+                last, job.pages[last].count, job.session.page_size, job.known_pages
+            )
+        ):
+            # Mixpanel's total was short of what it holds: keep asking while pages are full.
+            job.known_pages += 1
+            self._submit(job, job.known_pages - 1, job.session.session_id)
+            return
+        if len(job.pages) == job.known_pages:
+            for number, counted in sorted(job.pages.items()):
+                if short_page(number, counted.count, job.session, job.known_pages):
+                    self._logger.warning(
+                        "%s: page %d held %d profiles, not a full page of %d",
+                        job.label,
+                        number,
+                        counted.count,
+                        job.session.page_size,
+                    )
+            job.status = Status.OK
+
+    def _restart(self, job: QueryJob, error: str) -> None:
+        self._cancel_queued(job)
+        _remove([job.path(page) for page in job.pages])
+        if job.restarts >= self._max_retries:
+            self._fail(job, f"the paging session expired {job.restarts + 1} times: {error}")
+            return
+        job.restarts += 1
+        job.generation += 1
+        job.pages.clear()
+        job.session = None
+        job.known_pages = 0
+        self._logger.warning(
+            "%s: the paging session expired (%s); starting the query again with a new session"
+            " (restart %d of at most %d)",
+            job.label,
+            error,
+            job.restarts,
+            self._max_retries,
+        )
+        self._submit(job, 0, None)
+
+    def _fail(self, job: QueryJob, error: str) -> None:
+        self._cancel_queued(job)
+        _remove([job.path(page) for page in job.pages])
+        job.pages.clear()
+        job.generation += 1  # what is still in flight for this job is now stale
+        job.status, job.error = Status.FAILED, error
+
+    # -- worker threads ---------------------------------------------------------------------
+
+    def _run_page(
+        self, job: QueryJob, generation: int, page: int, session_id: str | None
+    ) -> _PageResult:
+        attempts = 0
+        path = job.path(page, generation)
+
+        def attempt() -> PageWritten:
+            nonlocal attempts
+            attempts += 1
+            with path.open("wb", buffering=1 << 20) as sink:
+                return self._fetch(job, page, session_id, sink, self.stop_event)
+
+        def on_retry(number: int, exc: ExportError, delay: float) -> None:
+            self._logger.warning(
+                "%s: page %d attempt %d failed (%s); retrying in %.1fs",
+                job.label,
+                page,
+                number,
+                exc.message,
+                delay,
+            )
+
+        def result(
+            status: Status | None, written: PageWritten | None = None, error: str = ""
+        ) -> _PageResult:
+            return _PageResult(job.index, generation, page, status, written, attempts, error)
+
+        try:
+            written = with_retries(
+                attempt,
+                limiter=self._limiter,
+                stop=self.stop_event,
+                max_retries=self._max_retries,
+                on_retry=on_retry,
+                charge=page == 0 or self._charge_pages,
+            )
+        except StopRequested:
+            return result(Status.STOPPED)
+        except SessionExpired as exc:
+            return result(None, error=exc.message)
+        except ExportError as exc:
+            return result(Status.FATAL if exc.fatal else Status.FAILED, error=exc.message)
+        return result(Status.OK, written=written)
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
