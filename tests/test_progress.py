@@ -1,4 +1,4 @@
-"""Issue #5: a progress bar when stderr is a terminal, plain log lines otherwise.
+"""A progress bar when stderr is a terminal, plain log lines otherwise.
 
 Unit tests drive ``Progress`` with a fake terminal; the CLI tests run the real console script
 with a pseudo-terminal (``pty.openpty()``) or a pipe as its stderr and read the bytes it wrote.
