@@ -7,17 +7,19 @@ after it still run; the tap turns the outcomes into a summary and an exit code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from singer_sdk import Stream, metrics
+from singer_sdk import Tap, metrics
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.output import copy_file_to_stdout
 from tap_mixpanel_parallel.query.api import QueryApi
+from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings
 
 
@@ -30,31 +32,49 @@ class QueryOutcome:
     summary: str = ""
 
 
-class QueryStream(Stream):
-    """A stream of the Query or App API."""
+class QueryStream(PartitionBookmarks):
+    """A stream of the Query or App API.
+
+    ``settings``, ``api`` and ``halted`` come from the tap: its checked settings, the run's
+    shared Query API budget, and whether an earlier stream stopped the run.
+    """
 
     # Profiles' ``properties`` are free-form JSON, carried as Mixpanel sent them.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        tap: Tap,
+        settings: Callable[[], Settings],
+        api: Callable[[], QueryApi],
+        halted: Callable[[], bool],
+    ) -> None:
+        super().__init__(tap=tap)
+        self._owner = tap
+        self._settings = settings
+        self._api = api
+        self.halted = halted
         self.outcome = QueryOutcome()
         self._record_counter: metrics.Counter | None = None
 
     @property
     def settings(self) -> Settings:
         """The tap's checked settings."""
-        return cast("Settings", getattr(self._tap, "settings"))  # noqa: B009
+        return self._settings()
 
     @property
     def api(self) -> QueryApi:
         """The run's Query API budget and sessions, shared by every query stream."""
-        return cast("QueryApi", getattr(self._tap, "query_api"))  # noqa: B009
+        return self._api()
 
-    def halted(self) -> bool:
-        """True when an earlier stream hit a fatal error or a signal came: start nothing."""
-        return bool(getattr(self._tap, "run_halted")())  # noqa: B009
+    def uses_fast_path(self) -> bool:
+        """True when records can go out exactly as the workers encoded them: no stream map,
+        flattening, deselected field or record limit (``--test``) needs the SDK's path."""
+        if self.ABORT_AT_RECORD_COUNT is not None or not records_pass_through(self):
+            return False
+        return all(self.mask.get(("properties", name), True) for name in self.schema["properties"])
 
+    @override
     def get_record_counter(
         self,
         *,
@@ -67,11 +87,7 @@ class QueryStream(Stream):
         )
         return self._record_counter
 
-    # Bookmarks are set once a whole query was emitted (see query/state.py), never from
-    # record values as they pass.
-    def _increment_stream_state(self, *args: Any, **kwargs: Any) -> None:
-        return
-
+    @override
     def get_replication_key_signpost(self, context: Any = None) -> None:
         """No signpost: the bookmark never comes from record values."""
         return
@@ -81,8 +97,7 @@ class QueryStream(Stream):
         stream_state = self.stream_state
         stream_state.clear()
         stream_state.update(value)
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        self._owner.state_writer.write_state(self._owner.state)
 
     def emit_spool(self, paths: list[Path], records: int, fast: bool) -> Iterator[dict[str, Any]]:
         """Send spooled pages in order: copied as RECORD lines, or yielded for the SDK."""

@@ -15,9 +15,9 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 from singer_sdk import typing as th
 
+from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.runner import Status
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
-from tap_mixpanel_parallel.output import passes_through
 from tap_mixpanel_parallel.query.base import QueryStream
 from tap_mixpanel_parallel.query.client import fetch_body, query_url
 from tap_mixpanel_parallel.query.lists import list_cohorts
@@ -129,6 +129,7 @@ class EngageStream(_EngageQueries):
         ),
     ).to_dict()
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """One engage query; its records are emitted once all its pages are on disk."""
         if self.halted():
@@ -147,7 +148,7 @@ class EngageStream(_EngageQueries):
             )
         else:
             self.logger.info("engage: reading profiles where %s", where)
-        fast = passes_through(self)
+        fast = self.uses_fast_path()
         job = QueryJob(
             index=0,
             label="engage",
@@ -185,6 +186,7 @@ class CohortMembersStream(_EngageQueries):
         ),
     ).to_dict()
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Every cohort's members; a failed cohort fails the stream, the others still load."""
         if self.halted():
@@ -192,7 +194,7 @@ class CohortMembersStream(_EngageQueries):
         cohorts = list_cohorts(self.api, self.outcome)
         if cohorts is None:
             return
-        fast = passes_through(self)
+        fast = self.uses_fast_path()
         settings = self.settings
         jobs = [
             QueryJob(

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from singer_sdk import typing as th
 
+from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.http.errors import ExportError, PartitionRejected, StreamCut
 from tap_mixpanel_parallel.http.limiter import StopRequested
 from tap_mixpanel_parallel.query.base import QueryOutcome, QueryStream
@@ -162,6 +163,7 @@ class CohortsStream(QueryStream):
         th.Property("data_group_id", th.StringType, description="Group analytics data group"),
     ).to_dict()
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """The whole list, once it was read whole."""
         if self.halted():
@@ -203,6 +205,7 @@ class AnnotationsStream(QueryStream):
         ),
     ).to_dict()
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """The App API with a service account; the legacy endpoint with a project secret."""
         if self.halted():
