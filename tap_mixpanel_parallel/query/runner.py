@@ -116,6 +116,7 @@ class QueryRunner:
         charge_pages: bool,
         logger: logging.Logger,
         stop_event: threading.Event | None = None,
+        backoff_factor: float = 1.0,
     ) -> None:
         self._fetch = fetch
         self._limiter = limiter
@@ -123,6 +124,7 @@ class QueryRunner:
         self._max_retries = max_retries
         self._charge_pages = charge_pages
         self._logger = logger
+        self._backoff_factor = backoff_factor
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.fatal: str | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -320,6 +322,7 @@ class QueryRunner:
                 max_retries=self._max_retries,
                 on_retry=on_retry,
                 charge=page == 0 or self._charge_pages,
+                backoff_factor=self._backoff_factor,
             )
         except StopRequested:
             return result(Status.STOPPED)

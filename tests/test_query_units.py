@@ -1,0 +1,172 @@
+"""Pure pieces of the query streams: paging arithmetic, the engage bookmark, page parsing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tap_mixpanel_parallel.export.state import StateError
+from tap_mixpanel_parallel.query.paging import Session, next_page_needed, page_count, short_page
+from tap_mixpanel_parallel.query.records import PageMalformed, ProfileEncoder
+from tap_mixpanel_parallel.query.state import (
+    dump_bookmark,
+    engage_where,
+    format_last_seen,
+    later,
+    load_bookmark,
+    parse_last_seen,
+)
+
+UTC = dt.timezone.utc
+
+
+@given(total=st.integers(0, 10**7), size=st.integers(1, 10**5))
+def test_planned_pages_cover_the_total_exactly(total, size):
+    pages = page_count(total, size)
+    assert pages >= 1
+    # Every profile falls in one planned page and no planned page after the first is empty.
+    assert (pages - 1) * size < max(total, 1) <= pages * size
+
+
+@given(total=st.integers(0, 5000), size=st.integers(1, 700), extra=st.integers(0, 3))
+def test_paging_until_a_short_page_reads_everything_even_when_total_is_short(total, size, extra):
+    """Mixpanel's total may be lower than what the session holds: pages are asked for while
+    full, so every profile is read and no page past the first empty one is asked for."""
+    held = total + extra * size  # what the session really holds
+    known = Session("s", size, total).planned_pages
+    read = 0
+    page = 0
+    while page < known:
+        count = max(0, min(size, held - page * size))
+        read += count
+        if next_page_needed(page, count, size, known):
+            known += 1
+        page += 1
+    assert read == held
+    assert known <= page_count(held, size) + 1
+
+
+def test_short_pages_are_only_warned_about_before_the_last():
+    session = Session("s", 10, 25)
+    assert short_page(0, 9, session, 3)
+    assert not short_page(2, 5, session, 3)
+    assert not short_page(1, 10, session, 3)
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1)),
+    st.integers(0, 400),
+)
+def test_the_bookmark_round_trips_and_the_lookback_reaches_back(moment, lookback):
+    moment = moment.replace(microsecond=0, tzinfo=UTC)
+    state = dump_bookmark(moment, "last_seen")
+    assert state == {
+        "replication_key": "last_seen",
+        "replication_key_value": format_last_seen(moment),
+    }
+    assert load_bookmark(state, "engage") == moment
+    where = engage_where(moment, lookback, full_refresh=False)
+    since = moment - dt.timedelta(days=lookback)
+    assert where == f'properties["$last_seen"] >= "{since.strftime("%Y-%m-%dT%H:%M:%S")}"'
+
+
+def test_no_bookmark_or_a_full_refresh_reads_every_profile():
+    moment = dt.datetime(2024, 3, 1, tzinfo=UTC)
+    assert engage_where(None, 5, full_refresh=False) is None
+    assert engage_where(moment, 5, full_refresh=True) is None
+    assert load_bookmark({}, "engage") is None
+
+
+def test_an_unreadable_bookmark_is_a_state_error_naming_the_key():
+    with pytest.raises(StateError, match="bookmarks.engage.replication_key_value"):
+        load_bookmark({"replication_key_value": "yesterday"}, "engage")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2024-01-31T12:00:00", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
+        ("2024-01-31T12:00:00Z", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
+        ("2024-01-31T13:00:00+01:00", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
+        ("not a date", None),
+        (1706702400, None),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_last_seen_is_read_as_utc(raw, expected):
+    assert parse_last_seen(raw) == expected
+
+
+@given(st.lists(st.none() | st.datetimes(timezones=st.just(UTC)), max_size=8))
+def test_later_is_the_max_of_what_is_known(moments):
+    result = None
+    for m in moments:
+        result = later(result, m)
+    known = [m for m in moments if m is not None]
+    assert result == (max(known) if known else None)
+
+
+PAGE = {
+    "page": 0,
+    "page_size": 2,
+    "session_id": "s1",
+    "status": "ok",
+    "total": 3,
+    "results": [
+        {
+            "$distinct_id": "a",
+            "$properties": {"$last_seen": "2024-01-02T00:00:00", "n": {"x": [1, 2]}},
+        },
+        {"$distinct_id": 42, "$properties": {"$email": "b@example.com"}},
+    ],
+}
+
+
+def test_a_page_becomes_records_with_properties_untouched():
+    sink = io.BytesIO()
+    written = ProfileEncoder("engage", as_messages=False).write_page(
+        json.dumps(PAGE).encode(), sink, "2024-01-01T00:00:00+00:00"
+    )
+    records = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert records == [
+        {
+            "distinct_id": "a",
+            "last_seen": "2024-01-02T00:00:00+00:00",
+            "properties": PAGE["results"][0]["$properties"],
+        },
+        {"distinct_id": "42", "last_seen": None, "properties": {"$email": "b@example.com"}},
+    ]
+    assert (written.count, written.session_id, written.page_size, written.total) == (2, "s1", 2, 3)
+    assert written.max_last_seen == dt.datetime(2024, 1, 2, tzinfo=UTC)
+
+
+def test_members_carry_the_cohort_and_the_key_only_as_whole_messages():
+    sink = io.BytesIO()
+    ProfileEncoder(
+        "cohort_members", as_messages=True, extra={"cohort_id": 7}, with_profile=False
+    ).write_page(json.dumps(PAGE).encode(), sink, "T")
+    messages = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert [m["record"] for m in messages] == [
+        {"cohort_id": 7, "distinct_id": "a"},
+        {"cohort_id": 7, "distinct_id": "42"},
+    ]
+    assert {(m["type"], m["stream"], m["time_extracted"]) for m in messages} == {
+        ("RECORD", "cohort_members", "T")
+    }
+
+
+def test_a_cut_page_and_a_foreign_answer_are_told_apart():
+    body = json.dumps(PAGE).encode()
+    with pytest.raises(msgspec.DecodeError):
+        ProfileEncoder("engage", as_messages=False).write_page(body[:-5], io.BytesIO(), "T")
+    with pytest.raises(PageMalformed):
+        ProfileEncoder("engage", as_messages=False).write_page(
+            b'{"status":"ok"}', io.BytesIO(), "T"
+        )
