@@ -715,6 +715,11 @@ FLAG_VALUES = {
     "--late-fraction": "0.25",
     "--late-days": "2",
     "--duplicate-rate": "0.5",
+    "--profiles": "11",
+    "--cohorts": "4",
+    "--funnels": "3",
+    "--annotations": "6",
+    "--max-page-size": "50",
     "--project-id": "9",
     "--api-secret": "legacy",
     "--latency": "0.5",
@@ -738,6 +743,8 @@ FLAG_VALUES = {
     "--fail-date": "2024-01-02",
     "--status-override": "503",
     "--echo-credentials": None,
+    "--expire-sessions": "2",
+    "--expire-after-pages": "3",
 }
 
 
@@ -754,6 +761,11 @@ def test_every_flag_means_the_keyword_of_the_same_name():
         late_fraction=0.25,
         late_days=2,
         duplicate_rate=0.5,
+        profiles=11,
+        cohorts=4,
+        funnels=3,
+        annotations=6,
+        max_page_size=50,
         service_account=("u", "p"),
         project_id=9,
         api_secret="legacy",
@@ -777,6 +789,8 @@ def test_every_flag_means_the_keyword_of_the_same_name():
             fail_dates={"2024-01-02", "2024-01-03"},
             status_override=503,
             echo_credentials=True,
+            expire_sessions=2,
+            expire_after_pages=3,
         ),
     )
     assert config_from_args(build_parser().parse_args(argv)) == expected

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from . import export
+from . import export, query
 from .config import ServerConfig
 from .data import EventData, Query, Snapshot
 from .errors import STATUS_TEXT, UNAUTHORIZED, HttpError, echo, send_error
@@ -33,6 +33,7 @@ Endpoint = Callable[["FakeMixpanel", Request], None]
 # Path -> endpoint. Requests to these count in ``in_flight``; any other path gets a plain 404.
 ROUTES: dict[str, Endpoint] = {
     export.EXPORT_PATH: export.handle,
+    **dict.fromkeys(query.PATHS, query.handle),
 }
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
 
@@ -72,6 +73,8 @@ class FakeMixpanel:
             duplicate_rate=config.duplicate_rate,
         )
         self.routes: dict[str, Endpoint] = dict(ROUTES)
+        self.routes[query.app_annotations_path(config.project_id)] = query.handle
+        self.query = query.QueryState(config, self.today)
         self.cache = BodyCache()
         self.stopping = threading.Event()
         self.requests_log: list[RequestRecord] = []
@@ -248,6 +251,13 @@ class FakeMixpanel:
                 raise HttpError(403, f"service account is not a member of project {project}")
         return mode
 
+    def authorize_query(self, request: Request) -> str:
+        """As :meth:`authorize`, for the Query/App APIs: the App API names its project in the
+        path (its route exists for the server's project only)."""
+        if request.path.startswith("/api/app/"):
+            return self._authenticate(request.header("Authorization"))
+        return self.authorize(request)
+
     def _authenticate(self, header: str | None) -> str:
         unauthorized = HttpError(401, UNAUTHORIZED)
         if not header or not header.startswith("Basic "):
@@ -275,6 +285,10 @@ class FakeMixpanel:
         started = time.monotonic()
         parts = urlsplit(handler.path)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if handler.command == "POST":
+            length = int(handler.headers.get("Content-Length") or 0)
+            form = handler.rfile.read(length).decode("utf-8", "replace")
+            params.update(parse_qsl(form, keep_blank_values=True))
         headers = {k: v for k, v in handler.headers.items() if k.lower() != "authorization"}
         wire = Wire(
             handler, self.stopping, self.config.bytes_per_second, self.config.throttle_payload

@@ -78,6 +78,16 @@ class Faults:
     status_override: int | None = field(
         default=None, metadata=doc("every export request gets this status, before authentication")
     )
+    expire_sessions: int = field(
+        default=0,
+        metadata=doc(
+            "the first N engage sessions expire after --expire-after-pages later pages: the next"
+            " page of such a session gets a 400 naming the session"
+        ),
+    )
+    expire_after_pages: int = field(
+        default=1, metadata=doc("later pages an expiring engage session serves before it expires")
+    )
     echo_credentials: bool = field(
         default=False,
         metadata=doc("401 bodies repeat the credentials received (to test a tap's redaction)"),

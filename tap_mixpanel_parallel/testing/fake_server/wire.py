@@ -184,6 +184,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.dispatch(self)
 
+    def do_POST(self) -> None:
+        """The Query API takes form-encoded POSTs; the endpoint reads the form."""
+        self.server.dispatch(self)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: thousands of requests in a test run would drown pytest's output."""
 
