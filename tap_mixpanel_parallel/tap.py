@@ -23,7 +23,7 @@ from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.export.stream import EventsStream
 from tap_mixpanel_parallel.output import StdoutWriter
 from tap_mixpanel_parallel.query.api import QueryApi
-from tap_mixpanel_parallel.query.base import QueryStream
+from tap_mixpanel_parallel.query.base import QueryStream, RunInterrupted
 from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
 from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
@@ -76,7 +76,7 @@ class TapMixpanelParallel(SyncHooks):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """Raw events first, then the Query/App API streams (synced in this order)."""
+        """Raw events and the Query/App API streams (the SDK syncs them in name order)."""
         query_streams = (EngageStream, CohortsStream, CohortMembersStream, AnnotationsStream)
         return [
             EventsStream(self, lambda: self.settings),
@@ -145,6 +145,8 @@ class TapMixpanelParallel(SyncHooks):
         """The SDK's sync, with the errors that end a run turned into one line each."""
         try:
             super().run_streams()
+        except RunInterrupted:
+            pass  # after_sync reports it; the last STATE written is the one to resume from
         except StateError as exc:
             self.logger.error("invalid state: %s", exc)
             sys.exit(EXIT_FATAL)
@@ -158,10 +160,11 @@ class TapMixpanelParallel(SyncHooks):
     @override
     def after_sync(self) -> None:
         """Turn the run's outcome into a summary and an exit code."""
+        # The query streams first: the export's summary and failures stay the last lines.
+        code = self._report_query_streams()
         outcome = self._events().outcome
         if outcome.summary:
             self.logger.info(outcome.summary)
-        code = 0
         if outcome.failed:
             ranges = ", ".join(str(f.partition) for f in outcome.failed)
             self.logger.error(
@@ -170,10 +173,27 @@ class TapMixpanelParallel(SyncHooks):
                 "" if len(outcome.failed) == 1 else "s",
                 ranges,
             )
-            code = EXIT_FAILED_PARTITIONS
+            code = max(code, EXIT_FAILED_PARTITIONS)
         if outcome.fatal:
             self.logger.error("stopped: %s", outcome.fatal)
             code = EXIT_FATAL
+        if self._query_api is not None:
+            self._query_api.close()
+        if outcome.interrupted or (self._query_api is not None and self._query_api.interrupted):
+            self.logger.warning("interrupted: rerun with the last STATE to export the rest")
+            code = EXIT_SIGNAL_BASE + (self._signal or 15)
+        if code:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if not _workers_finished(WORKER_EXIT_GRACE_SECONDS):
+                # A worker stuck in a stalled read would keep the process alive for up to
+                # request_timeout; everything owed is already in the STATE just written.
+                os._exit(code)
+            sys.exit(code)
+
+    def _report_query_streams(self) -> int:
+        """Log each query stream's summary and failure; the exit code they call for."""
+        code = 0
         for stream in self._query_streams():
             if stream.outcome.summary:
                 self.logger.info(stream.outcome.summary)
@@ -189,19 +209,7 @@ class TapMixpanelParallel(SyncHooks):
                     "stream %s stopped the run: %s", stream.name, stream.outcome.fatal
                 )
                 code = EXIT_FATAL
-        if self._query_api is not None:
-            self._query_api.close()
-        if outcome.interrupted or (self._query_api is not None and self._query_api.interrupted):
-            self.logger.warning("interrupted: rerun with the last STATE to export the rest")
-            code = EXIT_SIGNAL_BASE + (self._signal or 15)
-        if code:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if not _workers_finished(WORKER_EXIT_GRACE_SECONDS):
-                # A worker stuck in a stalled read would keep the process alive for up to
-                # request_timeout; everything owed is already in the STATE just written.
-                os._exit(code)
-            sys.exit(code)
+        return code
 
 
 def _stdout_to_devnull() -> None:

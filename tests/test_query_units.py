@@ -84,7 +84,7 @@ def test_no_bookmark_or_a_full_refresh_reads_every_profile():
 
 
 def test_an_unreadable_bookmark_is_a_state_error_naming_the_key():
-    with pytest.raises(StateError, match="bookmarks.engage.replication_key_value"):
+    with pytest.raises(StateError, match=r"bookmarks\.engage\.replication_key_value"):
         load_bookmark({"replication_key_value": "yesterday"}, "engage")
 
 

@@ -16,22 +16,42 @@ _SERVER = FakeMixpanel(
     start=dt.date(2024, 1, 1),
     days=10,
     events_per_day=20,
+    profiles=120,
+    cohorts=2,
+    annotations=3,
     service_account=(USER, SECRET),
     project_id=PROJECT_ID,
 ).start()
 atexit.register(_SERVER.stop)
 
+CONFIG = {
+    "service_account_username": USER,
+    "service_account_secret": SECRET,
+    "project_id": PROJECT_ID,
+    "api_url": _SERVER.url,
+    "start_date": "2024-01-01",
+    "end_date": "2024-01-10",
+    "max_requests_per_second": 100,
+    "max_requests_per_hour": 100000,
+    "query_max_requests_per_hour": 100000,
+    "engage_page_size": 25,
+}
+
+
+def _every_stream_selected() -> dict:
+    """The discovered catalog with every stream selected, cohort_members included (it is
+    not selected by default, and the SDK builds a stream's maps from its selection at start)."""
+    catalog = TapMixpanelParallel(config=CONFIG, setup_mapper=False).catalog_dict
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = True
+    return catalog
+
+
 TestTapMixpanelParallel = get_tap_test_class(
     tap_class=TapMixpanelParallel,
-    config={
-        "service_account_username": USER,
-        "service_account_secret": SECRET,
-        "project_id": PROJECT_ID,
-        "api_url": _SERVER.url,
-        "start_date": "2024-01-01",
-        "end_date": "2024-01-10",
-        "max_requests_per_second": 100,
-        "max_requests_per_hour": 100000,
-    },
+    config=CONFIG,
+    catalog=_every_stream_selected(),
     suite_config=SuiteConfig(max_records_limit=None),
 )

@@ -7,7 +7,7 @@ after it still run; the tap turns the outcomes into a summary and an exit code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +21,15 @@ from tap_mixpanel_parallel.output import copy_file_to_stdout
 from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings
+
+
+class RunInterrupted(BaseException):
+    """A signal stopped the query streams: no stream may start after this one.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: it is not an error of the stream, and the
+    SDK logs every ``Exception`` out of a stream as one. The tap catches it after the stream's
+    last STATE was written.
+    """
 
 
 @dataclass
@@ -56,6 +65,22 @@ class QueryStream(PartitionBookmarks):
         self.halted = halted
         self.outcome = QueryOutcome()
         self._record_counter: metrics.Counter | None = None
+
+    @override
+    def get_records(self, context: Any) -> Iterable[dict[str, Any]]:
+        """:meth:`read`, unless the run is stopping; after a signal, end the run here.
+
+        A deselected stream reads nothing, even when synced anyway (the SDK's dry run syncs
+        every stream): ``cohort_members`` costs a query per cohort.
+        """
+        if self.selected and not self.api.interrupted and not self.halted():
+            yield from self.read()
+        if self.api.interrupted:
+            raise RunInterrupted
+
+    def read(self) -> Iterable[dict[str, Any]]:
+        """The stream's records (written to stdout directly in the fast path)."""
+        raise NotImplementedError
 
     @property
     def settings(self) -> Settings:

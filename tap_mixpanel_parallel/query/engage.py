@@ -34,8 +34,6 @@ from tap_mixpanel_parallel.query.state import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from singer_sdk.helpers.types import Context
-
     from tap_mixpanel_parallel.query.api import QueryApi
 
 
@@ -130,10 +128,8 @@ class EngageStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read(self) -> Iterable[dict[str, Any]]:
         """One engage query; its records are emitted once all its pages are on disk."""
-        if self.halted():
-            return
         settings = self.settings
         bookmark = load_bookmark(self.stream_state, self.name)
         where = engage_where(
@@ -187,10 +183,8 @@ class CohortMembersStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read(self) -> Iterable[dict[str, Any]]:
         """Every cohort's members; a failed cohort fails the stream, the others still load."""
-        if self.halted():
-            return
         cohorts = list_cohorts(self.api, self.outcome)
         if cohorts is None:
             return

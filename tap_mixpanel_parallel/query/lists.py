@@ -22,7 +22,6 @@ from tap_mixpanel_parallel.query.client import app_url, fetch_body, legacy_url, 
 from tap_mixpanel_parallel.settings import today_in
 
 if TYPE_CHECKING:
-    from singer_sdk.helpers.types import Context
 
     from tap_mixpanel_parallel.query.api import QueryApi
 
@@ -164,10 +163,8 @@ class CohortsStream(QueryStream):
     ).to_dict()
 
     @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read(self) -> Iterable[dict[str, Any]]:
         """The whole list, once it was read whole."""
-        if self.halted():
-            return
         cohorts = list_cohorts(self.api, self.outcome)
         if cohorts is None:
             return
@@ -206,10 +203,8 @@ class AnnotationsStream(QueryStream):
     ).to_dict()
 
     @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+    def read(self) -> Iterable[dict[str, Any]]:
         """The App API with a service account; the legacy endpoint with a project secret."""
-        if self.halted():
-            return
         api = self.api
         settings = self.settings
         if settings.service_account:

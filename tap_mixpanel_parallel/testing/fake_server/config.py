@@ -61,10 +61,10 @@ class ServerConfig:
         default=0, metadata=doc("people profiles served by engage (user-0000000, ...)")
     )
     cohorts: int = field(
-        default=3, metadata=doc("cohorts (ids 101...; cohort 101+c holds every (c+2)th profile)")
+        default=0, metadata=doc("cohorts (ids 101...; cohort 101+c holds every (c+2)th profile)")
     )
-    funnels: int = field(default=2, metadata=doc("saved funnels (ids 7001...)"))
-    annotations: int = field(default=5, metadata=doc("annotations, one a day from --start"))
+    funnels: int = field(default=0, metadata=doc("saved funnels (ids 7001...)"))
+    annotations: int = field(default=0, metadata=doc("annotations, one a day from --start"))
     max_page_size: int = field(
         default=10_000, metadata=doc("the largest engage page_size honoured (larger is capped)")
     )
