@@ -9,11 +9,14 @@ interpreter start-up. It does nothing unless ``BENCH_MIXPANEL_URL`` is set; then
 
 - ``.../api/2.0/export`` on any Mixpanel host goes to ``$BENCH_MIXPANEL_URL/api/2.0/export``
   (the fake server), untouched otherwise: same query, headers, streaming, gzip;
+- ``.../api/2.0/engage`` (its start-up access check and the ``engage`` stream) goes to the fake
+  server's ``/api/query/engage``, the same endpoint under its documented path: same query
+  string (``page_size``, ``session_id``, ``page``), same project-secret auth;
 - the metadata endpoints the fake server does not implement are answered locally with
-  minimal 200 JSON bodies, without any network: ``engage`` (the start-up access check),
-  ``engage/properties`` (discovery) and ``events/properties/top`` (discovery; the property
-  names come from ``BENCH_MIXPANEL_EVENT_PROPERTIES``, a JSON list, so discovery yields the
-  schema it would for the fake server's events); any other path is a local 404.
+  minimal 200 JSON bodies, without any network: ``engage/properties`` (discovery; names from
+  ``BENCH_MIXPANEL_PROFILE_PROPERTIES``, a JSON list) and ``events/properties/top`` (discovery;
+  the property names come from ``BENCH_MIXPANEL_EVENT_PROPERTIES``, a JSON list, so discovery
+  yields the schema it would for the fake server's events); any other path is a local 404.
 """
 
 from __future__ import annotations
@@ -42,11 +45,14 @@ def _stub(url: str, status: int, body: object):
     return response
 
 
+_FORWARDED = {"/api/2.0/export": "/api/2.0/export", "/api/2.0/engage": "/api/query/engage"}
+
+
 def _local_answer(url: str, path: str):
-    if path == "/api/2.0/engage":
-        return _stub(url, 200, {"status": "ok", "results": [], "page": 0, "total": 0})
     if path == "/api/2.0/engage/properties":
-        return _stub(url, 200, {"status": "ok", "results": {}})
+        names = json.loads(os.environ.get("BENCH_MIXPANEL_PROFILE_PROPERTIES", "[]"))
+        results = {name: {"count": 1, "type": "string"} for name in names}
+        return _stub(url, 200, {"status": "ok", "results": results})
     if path == "/api/2.0/events/properties/top":
         names = json.loads(os.environ.get("BENCH_MIXPANEL_EVENT_PROPERTIES", "[]"))
         return _stub(url, 200, {name: {"count": 1} for name in names})
@@ -63,10 +69,10 @@ def _install() -> None:
             for host in _HOSTS:
                 if url.startswith(host + "/"):
                     rest = url[len(host) :]
-                    path = rest.split("?", 1)[0]
-                    if path != "/api/2.0/export":
+                    path, _, query = rest.partition("?")
+                    if path not in _FORWARDED:
                         return _local_answer(url, path)
-                    url = _TARGET + rest
+                    url = _TARGET + _FORWARDED[path] + ("?" + query if query else "")
                     break
         return original(self, method, url, *args, **kwargs)
 

@@ -70,10 +70,13 @@ def ensure_venv(root: Path, version: str = DEFAULT_VERSION, log=print) -> Path:
     return venv
 
 
-def environment(fake_url: str, event_properties: list[str]) -> dict[str, str]:
+def environment(
+    fake_url: str, event_properties: list[str], profile_properties: list[str] | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
     env["BENCH_MIXPANEL_URL"] = fake_url
     env["BENCH_MIXPANEL_EVENT_PROPERTIES"] = json.dumps(event_properties)
+    env["BENCH_MIXPANEL_PROFILE_PROPERTIES"] = json.dumps(profile_properties or [])
     return env
 
 
@@ -91,8 +94,10 @@ def write_config(path: Path, *, start_date: str, end_date: str) -> None:
     path.write_text(json.dumps(config))
 
 
-def discover_catalog(venv: Path, config: Path, out: Path, env: dict[str, str]) -> None:
-    """Run its discovery, then select the export stream and all its fields only."""
+def discover_catalog(
+    venv: Path, config: Path, out: Path, env: dict[str, str], stream: str = "export"
+) -> None:
+    """Run its discovery, then select one stream (``export``, ``engage``) and all its fields."""
     result = subprocess.run(
         [str(tap_executable(venv)), "--config", str(config), "--discover"],
         check=True,
@@ -101,9 +106,9 @@ def discover_catalog(venv: Path, config: Path, out: Path, env: dict[str, str]) -
         env=env,
     )
     catalog = json.loads(result.stdout)
-    for stream in catalog["streams"]:
-        selected = stream["tap_stream_id"] == "export"
-        for entry in stream.get("metadata", []):
+    for entry_stream in catalog["streams"]:
+        selected = entry_stream["tap_stream_id"] == stream
+        for entry in entry_stream.get("metadata", []):
             if entry["breadcrumb"] == [] or selected:
                 entry["metadata"]["selected"] = selected
     out.write_text(json.dumps(catalog))

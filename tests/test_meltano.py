@@ -365,3 +365,38 @@ def test_demo_script_runs_the_main_job(meltano_installed, tmp_path):
     assert sorted(ids) == sorted(expected_ids(server, D(2024, 1, 1), D(2024, 1, 14)))
     state = json.loads(proc.stdout.splitlines()[-1])
     assert state["singer_state"]["bookmarks"]["events"]["replication_key_value"] == "2024-01-14"
+
+
+@pytest.mark.postgres
+def test_engage_loads_beside_events_and_updates_profiles_in_place(schema, meltano, fake_server):
+    server = fake_server(start=D(2024, 1, 1), days=5, events_per_day=10, profiles=300)
+    env = {
+        **tap_env(server, engage_page_size=40, query_max_requests_per_hour=10000),
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
+    }
+    succeeded(meltano.run("target-postgres", env))
+    assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 5))
+    data = server.query.data
+    rows = psql(
+        "SELECT distinct_id || '|' || (properties->'flags'->'nested'->>'level')"
+        f" || '|' || coalesce(last_seen::text, '-') FROM {schema}.engage"
+    )
+    expected = {
+        f"{data.distinct_id(i)}|{i % 3}|"
+        + (seen.replace("T", " ") if (seen := data.last_seen(i)) else "-")
+        for i in range(300)
+    }
+    assert set(rows) == expected and len(rows) == 300
+    first = meltano.state("target-postgres")["bookmarks"]["engage"]["replication_key_value"]
+
+    # An update after the first run: the next run reads it and upserts on distinct_id.
+    later = dt.datetime.fromisoformat(first) + dt.timedelta(hours=1)
+    data.touch([7], later)
+    succeeded(meltano.run("target-postgres", env))
+    assert psql(f"SELECT count(*) FROM {schema}.engage") == ["300"]
+    assert psql(f"SELECT last_seen FROM {schema}.engage WHERE distinct_id = 'user-0000007'") == [
+        later.isoformat(sep=" ")
+    ]
+    state = meltano.state("target-postgres")["bookmarks"]
+    assert state["engage"]["replication_key_value"] == later.isoformat()
+    assert state["events"]["failed_partitions"] == []
