@@ -111,8 +111,9 @@ def test_pages_are_fetched_side_by_side_within_the_query_budget(fake_server, run
     assert run.returncode == 0, run.stderr
     assert len(records_of(run, "engage")) == 2000
     engage = [r for r in server.requests_log if r.path == "/api/query/engage"]
-    # 40 full pages, then one more: a page that comes back full may not be the last.
+    # 40 full pages and the one after, asked for with them: a full page may not be the last.
     assert len(engage) == 41
+    assert sorted(int(r.params.get("page", 0)) for r in engage) == list(range(41))
     # Pages overlapped, never more than query_max_workers at once, all of one session.
     assert 2 <= server.max_in_flight <= 3
     assert {r.params.get("session_id") for r in engage[1:]} == {engage[1].params["session_id"]}

@@ -34,6 +34,13 @@ def test_planned_pages_cover_the_total_exactly(total, size):
     assert (pages - 1) * size < max(total, 1) <= pages * size
 
 
+@given(total=st.integers(0, 10**6), size=st.integers(1, 5000))
+def test_a_last_page_that_would_be_full_is_followed_by_one_asked_for_with_it(total, size):
+    planned = Session("s", size, total).planned_pages
+    full_last = total > 0 and total % size == 0
+    assert planned == page_count(total, size) + full_last
+
+
 @given(total=st.integers(0, 5000), size=st.integers(1, 700), extra=st.integers(0, 3))
 def test_paging_until_a_short_page_reads_everything_even_when_total_is_short(total, size, extra):
     """Mixpanel's total may be lower than what the session holds: pages are asked for while

@@ -21,8 +21,14 @@ class Session:
 
     @property
     def planned_pages(self) -> int:
-        """Pages ``total`` promises: page 0 always exists, even for an empty result."""
-        return page_count(self.total, self.page_size)
+        """Pages to ask for at once: those ``total`` promises (page 0 always exists), and one
+        more when the last of them would be full. ``total`` may be short, and a full last page
+        means asking for the next one anyway; asked for with the others, it costs no extra
+        round trip."""
+        pages = page_count(self.total, self.page_size)
+        if self.total > 0 and self.total % self.page_size == 0:
+            pages += 1
+        return pages
 
 
 def page_count(total: int, page_size: int) -> int:
