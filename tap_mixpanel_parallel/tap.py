@@ -25,6 +25,7 @@ from tap_mixpanel_parallel.output import StdoutWriter
 from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.query.base import QueryStream, RunInterrupted
 from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
+from tap_mixpanel_parallel.query.funnels import FunnelsStream
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
 from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
 from tap_mixpanel_parallel.sdk_seams import SyncHooks
@@ -77,7 +78,13 @@ class TapMixpanelParallel(SyncHooks):
     @override
     def discover_streams(self) -> list[Stream]:
         """Raw events and the Query/App API streams (the SDK syncs them in name order)."""
-        query_streams = (EngageStream, CohortsStream, CohortMembersStream, AnnotationsStream)
+        query_streams = (
+            EngageStream,
+            CohortsStream,
+            CohortMembersStream,
+            AnnotationsStream,
+            FunnelsStream,
+        )
         return [
             EventsStream(self, lambda: self.settings),
             *(

@@ -280,3 +280,33 @@ def test_the_sdk_record_path_gives_the_same_profiles(fake_server, run_tap, catal
     for record in people:
         assert record["plan"] == expected[record["distinct_id"]]["plan"]
         assert record["properties"] == expected[record["distinct_id"]]
+
+
+def test_funnels_every_row_once_then_only_the_lookback(fake_server, run_tap, catalog_for):
+    server = fake_server(
+        start=START, days=70, funnels=2, faults=Faults(seed=5, rate_429=0.2, retry_after=0.05)
+    )
+    config = query_config(server, end_date="2024-03-10", funnels_window_days=30, lookback_days=3)
+    args = catalog_for(config, "funnels")
+    first = run_tap(config, extra_args=args)
+    assert first.returncode == 0, first.stderr
+    rows = records_of(first, "funnels")
+    keys = [(r["funnel_id"], r["date"]) for r in rows]
+    days = [(START + dt.timedelta(days=n)).isoformat() for n in range(70)]
+    assert sorted(keys) == sorted((f, d) for f in (7001, 7002) for d in days)
+    assert len(keys) == len(set(keys))
+    sample = next(r for r in rows if r == rows[5])
+    expected = server.query.data.funnel_day(
+        sample["funnel_id"], dt.date.fromisoformat(sample["date"])
+    )
+    assert (sample["steps"], sample["analysis"]) == (expected["steps"], expected["analysis"])
+    bookmarks = first.last_state["bookmarks"]["funnels"]["funnels"]
+    assert bookmarks == {"7001": "2024-03-10", "7002": "2024-03-10"}
+
+    second = run_tap(config, first.last_state, extra_args=args)
+    assert second.returncode == 0, second.stderr
+    assert sorted({r["date"] for r in records_of(second, "funnels")}) == [
+        "2024-03-08",
+        "2024-03-09",
+        "2024-03-10",
+    ]

@@ -177,3 +177,58 @@ def test_a_cut_page_and_a_foreign_answer_are_told_apart():
         ProfileEncoder("engage", as_messages=False).write_page(
             b'{"status":"ok"}', io.BytesIO(), "T"
         )
+
+
+# -- funnels ---------------------------------------------------------------------------------------
+
+from tap_mixpanel_parallel.query.funnels import (  # noqa: E402
+    dump_funnel_bookmarks,
+    load_funnel_bookmarks,
+    plan_funnel_windows,
+    settled,
+)
+
+D0 = dt.date(2024, 1, 1)
+
+
+@given(
+    days=st.integers(0, 400),
+    window=st.integers(1, 90),
+    lookback=st.integers(0, 30),
+    marks=st.dictionaries(st.sampled_from([1, 2, 3]), st.integers(-5, 420), max_size=3),
+)
+def test_funnel_windows_cover_each_funnel_once_from_its_bookmark(days, window, lookback, marks):
+    end = D0 + dt.timedelta(days=days)
+    bookmarks = {k: D0 + dt.timedelta(days=v) for k, v in marks.items()}
+    plan = plan_funnel_windows(
+        [(1, "a"), (2, "b"), (3, None)],
+        bookmarks,
+        start=D0,
+        end=end,
+        window_days=window,
+        lookback_days=lookback,
+    )
+    for funnel in (1, 2, 3):
+        mine = [p.window for p in plan if p.funnel_id == funnel]
+        first = D0
+        if funnel in bookmarks:
+            first = max(D0, bookmarks[funnel] + dt.timedelta(days=1 - lookback))
+        covered = [w.from_date + dt.timedelta(days=n) for w in mine for n in range(w.days)]
+        expected = [first + dt.timedelta(days=n) for n in range((end - first).days + 1)]
+        assert covered == expected  # contiguous, in order, each day once
+        assert all(w.days <= window for w in mine)
+
+
+def test_funnel_bookmarks_round_trip_and_never_settle_today():
+    marks = {7001: dt.date(2024, 2, 1), 7002: dt.date(2024, 1, 5)}
+    assert load_funnel_bookmarks(dump_funnel_bookmarks(marks)) == marks
+    assert load_funnel_bookmarks({}) == {}
+    from tap_mixpanel_parallel.export.partitions import Partition
+
+    today = dt.date(2024, 3, 10)
+    assert settled(Partition(dt.date(2024, 3, 1), today), today) == dt.date(2024, 3, 9)
+    assert settled(Partition(dt.date(2024, 2, 1), dt.date(2024, 2, 9)), today) == dt.date(
+        2024, 2, 9
+    )
+    with pytest.raises(StateError, match="7001"):
+        load_funnel_bookmarks({"funnels": {"7001": "soon"}})

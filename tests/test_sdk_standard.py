@@ -19,6 +19,7 @@ _SERVER = FakeMixpanel(
     profiles=120,
     cohorts=2,
     annotations=3,
+    funnels=1,
     service_account=(USER, SECRET),
     project_id=PROJECT_ID,
 ).start()

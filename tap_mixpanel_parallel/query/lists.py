@@ -22,7 +22,6 @@ from tap_mixpanel_parallel.query.client import app_url, fetch_body, legacy_url, 
 from tap_mixpanel_parallel.settings import today_in
 
 if TYPE_CHECKING:
-
     from tap_mixpanel_parallel.query.api import QueryApi
 
 T = TypeVar("T")
