@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,8 +46,8 @@ PROFILE_PROPERTIES = [
 GOALS = {"parallel_speedup": ">= 4", "vs_singer_io": ">= 4", "peak_rss_mib": "<= 150"}
 
 
-class ProfileServer:
-    """The fake server with profiles only, as a subprocess."""
+class ProfileServer(bench.FakeServer):
+    """The fake server with profiles only, as a subprocess (stopped as ``bench.FakeServer``)."""
 
     def __init__(self, profiles: int, latency: float) -> None:
         cmd = [
@@ -65,15 +64,6 @@ class ProfileServer:
             self.stop()
             raise RuntimeError(f"fake server did not start: {line!r}")
         self.url = line.split("=", 1)[1]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def engage_catalog(config: Path, out: Path) -> Path:

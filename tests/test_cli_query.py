@@ -3,9 +3,12 @@ exactly once through retries, cut bodies, expiring sessions and 429s; bookmarks;
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import signal
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -180,7 +183,9 @@ def test_a_session_that_keeps_expiring_fails_the_stream_not_the_run(
 
 
 def test_cohort_members_every_member_once_cohorts_side_by_side(fake_server, run_tap, catalog_for):
-    server = fake_server(start=START, days=3, profiles=900, cohorts=4, faults=FAULTS)
+    # 429s without Retry-After here: the tap's own backoff decides the waits.
+    faults = dataclasses.replace(FAULTS, retry_after=None)
+    server = fake_server(start=START, days=3, profiles=900, cohorts=4, faults=faults)
     config = query_config(server, engage_page_size=40)
     run = run_tap(config, extra_args=catalog_for(config, "cohort_members", "cohorts"))
     assert run.returncode == 0, run.stderr
@@ -310,3 +315,35 @@ def test_funnels_every_row_once_then_only_the_lookback(fake_server, run_tap, cat
         "2024-03-09",
         "2024-03-10",
     ]
+
+
+def test_a_signal_mid_query_emits_nothing_of_it_and_starts_no_stream(fake_server, start_tap):
+    server = fake_server(start=START, days=3, events_per_day=5, profiles=2000, latency=0.3)
+    state = {
+        "bookmarks": {
+            "engage": {
+                "replication_key": "last_seen",
+                "replication_key_value": "2023-01-01T00:00:00",
+            }
+        }
+    }
+    proc = start_tap(query_config(server), state)
+
+    def pages_seen():
+        return sum(r.path == "/api/query/engage" for r in list(server.requests_log))
+
+    deadline = time.monotonic() + 60
+    while pages_seen() < 5:
+        assert time.monotonic() < deadline and proc.poll() is None, "engage never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr[-3000:]
+    messages = [json.loads(line) for line in stdout.splitlines() if line]
+    assert not [
+        m for m in messages if m["type"] == "RECORD" and m["stream"] in ("engage", "events")
+    ]
+    assert not any(r.path == "/api/2.0/export" for r in server.requests_log)
+    states = [m["value"] for m in messages if m["type"] == "STATE"]
+    assert states and all(s["bookmarks"]["engage"] == state["bookmarks"]["engage"] for s in states)
+    assert "interrupted" in stderr

@@ -41,6 +41,8 @@ from tap_mixpanel_parallel.query.records import PageWritten, ProfileEncoder
 from tap_mixpanel_parallel.query.state import later
 
 WORKER_THREAD_PREFIX = "mixpanel-query"
+#: Queries of at least this many pages log their progress about every tenth of them.
+PROGRESS_MIN_PAGES = 20
 
 
 @dataclass
@@ -220,6 +222,15 @@ class QueryRunner:
 
     def _page_done(self, job: QueryJob, page: int, written: PageWritten) -> None:
         job.pages[page] = written
+        step = max(job.known_pages // 10, 1)
+        if job.known_pages >= PROGRESS_MIN_PAGES and len(job.pages) % step == 0:
+            self._logger.info(
+                "%s: %d of %d pages on disk (%d profiles)",
+                job.label,
+                len(job.pages),
+                job.known_pages,
+                job.records,
+            )
         if page == 0:
             if written.session_id is None and written.count >= job.page_size:
                 self._fail(job, "Mixpanel sent a full first page without a session_id to page on")
