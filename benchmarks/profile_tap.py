@@ -1,7 +1,7 @@
 """Where the tap spends its time per record: cProfile of one partition's worker path.
 
 The tap parses in worker threads, which cProfile does not follow, so this runs the exact
-function a worker runs for one attempt (``_ClientPool.attempt_with(encoder)``: HTTP stream,
+function a worker runs for one attempt (``ExportWorkers.attempt_with(encoder)``: HTTP stream,
 gunzip, line split, ``RecordEncoder.encode``, spool write) on the main thread, against the fake
 server in its own process, then copies the spool to /dev/null as the main thread would. It
 also times the CLI's fixed start-up cost (``--about``, no request), since wall-time
@@ -30,10 +30,10 @@ sys.path.insert(0, str(HERE))
 
 from bench import FakeServer, Scenario, tap_command, tap_config  # noqa: E402
 
-from tap_mixpanel_parallel.partitions import Partition, PlannedPartition  # noqa: E402
-from tap_mixpanel_parallel.records import RecordEncoder  # noqa: E402
+from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition  # noqa: E402
+from tap_mixpanel_parallel.export.records import RecordEncoder  # noqa: E402
+from tap_mixpanel_parallel.export.worker import ExportWorkers  # noqa: E402
 from tap_mixpanel_parallel.settings import Settings  # noqa: E402
-from tap_mixpanel_parallel.streams import _ClientPool  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
             import json
 
             settings = Settings.from_config(json.loads(config_path.read_text()))
-            pool = _ClientPool(settings, "profile")
+            pool = ExportWorkers(settings, "profile")
             encoder = RecordEncoder(time_in_ms=False, zone=None, as_messages=True)
             attempt = pool.attempt_with(encoder)
             planned = PlannedPartition(Partition(first, last), retry_of_failed=False)

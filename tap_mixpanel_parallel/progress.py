@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tap_mixpanel_parallel.runner import PartitionResult
+from tap_mixpanel_parallel.export.runner import PartitionResult, Status
 
 BAR_WIDTH = 24
 DEFAULT_COLUMNS = 80
@@ -88,7 +88,7 @@ class Progress:
             if result.ok:
                 self.ok += 1
                 self.records += result.records
-            elif result.status != "fatal":
+            elif result.status is not Status.FATAL:
                 self.failed += 1
         attempts = f"{result.attempts} attempt{'' if result.attempts == 1 else 's'}"
         if result.ok:
@@ -107,7 +107,7 @@ class Progress:
                 self.finished,
                 self.total,
                 result.planned.partition,
-                "stopped the run" if result.status == "fatal" else "failed",
+                "stopped the run" if result.status is Status.FATAL else "failed",
                 attempts,
                 result.seconds,
                 result.error,

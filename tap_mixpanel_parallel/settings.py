@@ -15,12 +15,127 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from singer_sdk import typing as th
+
 REGION_HOSTS = {
     "us": "https://data.mixpanel.com",
     "eu": "https://data-eu.mixpanel.com",
     "in": "https://data-in.mixpanel.com",
 }
 EXPORT_PATH = "/api/2.0/export"
+
+
+#: The one source of every setting: name, type, default, bounds and description. The SDK
+#: validates the config against it and ``--about`` prints it; :class:`Settings` takes its
+#: defaults and bounds from it; meltano.yml, the Hub file and the README are checked against it
+#: by tests.
+CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
+    th.Property(
+        "service_account_username",
+        th.StringType,
+        description="Service account username (HTTP Basic user)",
+    ),
+    th.Property(
+        "service_account_secret",
+        th.StringType,
+        secret=True,
+        description="Service account secret (HTTP Basic password)",
+    ),
+    th.Property(
+        "project_id",
+        th.IntegerType(minimum=1),
+        description="Mixpanel project id; required with a service account",
+    ),
+    th.Property(
+        "api_secret",
+        th.StringType,
+        secret=True,
+        description="Legacy project API secret (deprecated by Mixpanel)",
+    ),
+    th.Property(
+        "region",
+        th.StringType(allowed_values=["us", "eu", "in"]),
+        default="us",
+        description="Data residency: us (data.mixpanel.com), eu or in",
+    ),
+    th.Property(
+        "api_url",
+        th.StringType,
+        description="Base URL override (proxies, tests): requests go to {api_url}/api/2.0/export",
+    ),
+    th.Property(
+        "start_date",
+        th.StringType,
+        required=True,
+        description="First day to export (inclusive); a date or an ISO 8601 date-time",
+    ),
+    th.Property(
+        "end_date",
+        th.StringType,
+        description="Last day to export (inclusive); default and maximum: today",
+    ),
+    th.Property(
+        "project_timezone",
+        th.StringType,
+        default="UTC",
+        description="IANA timezone of export dates and `time`: UTC for projects created"
+        " since 2023, the project's own timezone for older ones",
+    ),
+    th.Property(
+        "partition_days",
+        th.IntegerType(minimum=1, maximum=100),
+        default=7,
+        description="Days per export request",
+    ),
+    th.Property(
+        "max_workers",
+        th.IntegerType(minimum=1, maximum=100),
+        default=10,
+        description="Partitions fetched at once",
+    ),
+    th.Property(
+        "max_requests_per_second",
+        th.NumberType(exclusive_minimum=0),
+        default=3,
+        description="Shared request budget per second, retries included",
+    ),
+    th.Property(
+        "max_requests_per_hour",
+        th.IntegerType(minimum=1),
+        default=60,
+        description="Shared request budget per hour, retries included",
+    ),
+    th.Property(
+        "lookback_days",
+        th.IntegerType(minimum=0),
+        default=5,
+        description="On incremental runs, re-read this many days before the bookmark",
+    ),
+    th.Property(
+        "event_names",
+        th.ArrayType(th.StringType),
+        description="Export only these events",
+    ),
+    th.Property("where", th.StringType, description="Mixpanel segmentation filter"),
+    th.Property(
+        "time_in_ms",
+        th.BooleanType,
+        default=False,
+        description="Ask Mixpanel for millisecond `time` values",
+    ),
+    th.Property(
+        "request_timeout",
+        th.NumberType(exclusive_minimum=0),
+        default=600,
+        description="Seconds per request, streaming included",
+    ),
+    th.Property(
+        "max_retries",
+        th.IntegerType(minimum=0),
+        default=5,
+        description="Attempts per partition beyond the first",
+    ),
+).to_dict()
 
 
 class SettingsError(ValueError):
@@ -63,16 +178,16 @@ class Settings:
     start_date: dt.date
     end_date: dt.date | None
     project_timezone: ZoneInfo
-    partition_days: int = 7
-    max_workers: int = 10
-    max_requests_per_second: float = 3.0
-    max_requests_per_hour: int = 60
-    lookback_days: int = 5
-    event_names: tuple[str, ...] = ()
-    where: str | None = None
-    time_in_ms: bool = False
-    request_timeout: float = 600.0
-    max_retries: int = 5
+    partition_days: int
+    max_workers: int
+    max_requests_per_second: float
+    max_requests_per_hour: int
+    lookback_days: int
+    event_names: tuple[str, ...]
+    where: str | None
+    time_in_ms: bool
+    request_timeout: float
+    max_retries: int
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -81,7 +196,7 @@ class Settings:
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Check and convert; raises :class:`SettingsError` on the first problem."""
         authorization, project_id, secret = _auth(config)
-        zone_name = config.get("project_timezone") or "UTC"
+        zone_name = config.get("project_timezone") or default_of("project_timezone")
         try:
             zone = ZoneInfo(str(zone_name))
         except (ZoneInfoNotFoundError, ValueError):
@@ -112,16 +227,16 @@ class Settings:
             start_date=start,
             end_date=end,
             project_timezone=zone,
-            partition_days=_int(config, "partition_days", 7, 1, 100),
-            max_workers=_int(config, "max_workers", 10, 1, 100),
-            max_requests_per_second=_positive(config, "max_requests_per_second", 3.0),
-            max_requests_per_hour=_int(config, "max_requests_per_hour", 60, 1, None),
-            lookback_days=_int(config, "lookback_days", 5, 0, None),
+            partition_days=_int(config, "partition_days"),
+            max_workers=_int(config, "max_workers"),
+            max_requests_per_second=_positive(config, "max_requests_per_second"),
+            max_requests_per_hour=_int(config, "max_requests_per_hour"),
+            lookback_days=_int(config, "lookback_days"),
             event_names=_event_names(config),
             where=(str(config["where"]) if config.get("where") else None),
-            time_in_ms=bool(config.get("time_in_ms", False)),
-            request_timeout=_positive(config, "request_timeout", 600.0),
-            max_retries=_int(config, "max_retries", 5, 0, None),
+            time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
+            request_timeout=_positive(config, "request_timeout"),
+            max_retries=_int(config, "max_retries"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 
@@ -191,20 +306,29 @@ def _export_url(config: Mapping[str, Any]) -> str:
             msg = f"api_url: {api_url!r} must start with https:// (or http:// for a local proxy)"
             raise SettingsError(msg)
         return url + EXPORT_PATH
-    region = str(config.get("region") or "us").lower()
+    region = str(config.get("region") or default_of("region")).lower()
     if region not in REGION_HOSTS:
         msg = f"region: {region!r} is not one of us, eu, in"
         raise SettingsError(msg)
     return REGION_HOSTS[region] + EXPORT_PATH
 
 
-def _int(config: Mapping[str, Any], key: str, default: int, low: int, high: int | None) -> int:
+def default_of(key: str) -> Any:
+    """The schema's default for a setting (None when it has none)."""
+    return CONFIG_SCHEMA["properties"][key].get("default")
+
+
+def _int(config: Mapping[str, Any], key: str) -> int:
     value = config.get(key)
     if value is None:
+        default: int = default_of(key)
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         msg = f"{key}: {value!r} is not a whole number"
         raise SettingsError(msg)
+    prop = CONFIG_SCHEMA["properties"][key]
+    low: int = prop["minimum"]
+    high: int | None = prop.get("maximum")
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         msg = f"{key}: {value} must be {bounds}"
@@ -212,10 +336,10 @@ def _int(config: Mapping[str, Any], key: str, default: int, low: int, high: int 
     return value
 
 
-def _positive(config: Mapping[str, Any], key: str, default: float) -> float:
+def _positive(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key)
     if value is None:
-        return default
+        return float(default_of(key))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)

@@ -11,7 +11,6 @@ from types import FrameType
 from typing import Any, ClassVar
 
 from singer_sdk import Tap
-from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
@@ -19,12 +18,12 @@ from singer_sdk.helpers.capabilities import (
     TapCapabilities,
 )
 
-from tap_mixpanel_parallel.errors import redact
+from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
+from tap_mixpanel_parallel.export.state import StateError
+from tap_mixpanel_parallel.export.stream import EventsStream
+from tap_mixpanel_parallel.http.errors import redact
 from tap_mixpanel_parallel.output import StdoutWriter
-from tap_mixpanel_parallel.runner import WORKER_THREAD_PREFIX
-from tap_mixpanel_parallel.settings import Settings, SettingsError
-from tap_mixpanel_parallel.state import StateError
-from tap_mixpanel_parallel.streams import EventsStream
+from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
 
 EXIT_FAILED_PARTITIONS = 1
 EXIT_FATAL = 2
@@ -50,114 +49,7 @@ class TapMixpanelParallel(Tap):
         PluginCapabilities.STRUCTURED_LOGGING,
     ]
 
-    config_jsonschema = th.PropertiesList(
-        th.Property(
-            "service_account_username",
-            th.StringType,
-            description="Service account username (HTTP Basic user)",
-        ),
-        th.Property(
-            "service_account_secret",
-            th.StringType,
-            secret=True,
-            description="Service account secret (HTTP Basic password)",
-        ),
-        th.Property(
-            "project_id",
-            th.IntegerType(minimum=1),
-            description="Mixpanel project id; required with a service account",
-        ),
-        th.Property(
-            "api_secret",
-            th.StringType,
-            secret=True,
-            description="Legacy project API secret (deprecated by Mixpanel)",
-        ),
-        th.Property(
-            "region",
-            th.StringType(allowed_values=["us", "eu", "in"]),
-            default="us",
-            description="Data residency: us (data.mixpanel.com), eu or in",
-        ),
-        th.Property(
-            "api_url",
-            th.StringType,
-            description="Base URL override (proxies, tests):"
-            " requests go to {api_url}/api/2.0/export",
-        ),
-        th.Property(
-            "start_date",
-            th.StringType,
-            required=True,
-            description="First day to export (inclusive); a date or an ISO 8601 date-time",
-        ),
-        th.Property(
-            "end_date",
-            th.StringType,
-            description="Last day to export (inclusive); default and maximum: today",
-        ),
-        th.Property(
-            "project_timezone",
-            th.StringType,
-            default="UTC",
-            description="IANA timezone of export dates and `time`: UTC for projects created"
-            " since 2023, the project's own timezone for older ones",
-        ),
-        th.Property(
-            "partition_days",
-            th.IntegerType(minimum=1, maximum=100),
-            default=7,
-            description="Days per export request",
-        ),
-        th.Property(
-            "max_workers",
-            th.IntegerType(minimum=1, maximum=100),
-            default=10,
-            description="Partitions fetched at once",
-        ),
-        th.Property(
-            "max_requests_per_second",
-            th.NumberType(exclusive_minimum=0),
-            default=3,
-            description="Shared request budget per second, retries included",
-        ),
-        th.Property(
-            "max_requests_per_hour",
-            th.IntegerType(minimum=1),
-            default=60,
-            description="Shared request budget per hour, retries included",
-        ),
-        th.Property(
-            "lookback_days",
-            th.IntegerType(minimum=0),
-            default=5,
-            description="On incremental runs, re-read this many days before the bookmark",
-        ),
-        th.Property(
-            "event_names",
-            th.ArrayType(th.StringType),
-            description="Export only these events",
-        ),
-        th.Property("where", th.StringType, description="Mixpanel segmentation filter"),
-        th.Property(
-            "time_in_ms",
-            th.BooleanType,
-            default=False,
-            description="Ask Mixpanel for millisecond `time` values",
-        ),
-        th.Property(
-            "request_timeout",
-            th.NumberType(exclusive_minimum=0),
-            default=600,
-            description="Seconds per request, streaming included",
-        ),
-        th.Property(
-            "max_retries",
-            th.IntegerType(minimum=0),
-            default=5,
-            description="Attempts per partition beyond the first",
-        ),
-    ).to_dict()
+    config_jsonschema = CONFIG_SCHEMA
 
     _settings: Settings | None = None
 

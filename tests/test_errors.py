@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tap_mixpanel_parallel.errors import (
+from tap_mixpanel_parallel.http.errors import (
     PartitionRejected,
     RateLimited,
     RunFatal,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tap_mixpanel_parallel.limiter import (
+from tap_mixpanel_parallel.http.limiter import (
     WINDOW_MARGIN_SECONDS,
     RateLimiter,
     SlidingWindow,
@@ -88,10 +88,10 @@ def test_hourly_budget_waits_and_announces():
     assert len(waits) == 1, "a long wait is announced once, not every half second"
 
 
-def test_pause_holds_every_request():
+def test_a_429_pause_holds_every_request():
     clock = FakeClock()
     limiter = make(clock, per_second=100, per_hour=1000)
-    limiter.pause(30)
+    limiter.throttled(30)
     with limiter.slot(threading.Event()):
         assert clock.now >= 30
 
@@ -99,7 +99,7 @@ def test_pause_holds_every_request():
 def test_stop_interrupts_waits():
     clock = FakeClock()
     limiter = make(clock, per_second=100, per_hour=1000)
-    limiter.pause(30)
+    limiter.throttled(30)
     stop = threading.Event()
     stop.set()
     with pytest.raises(StopRequested), limiter.slot(stop):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.partitions import (
+from tap_mixpanel_parallel.export.partitions import (
     Partition,
     incremental_start,
     plan_partitions,

@@ -23,9 +23,9 @@ import time
 import pytest
 from conftest import SECRET, TAP, base_config
 
-from tap_mixpanel_parallel.partitions import Partition, PlannedPartition
+from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
+from tap_mixpanel_parallel.export.runner import PartitionResult, Status
 from tap_mixpanel_parallel.progress import BAR_WIDTH, Progress, wants_bar
-from tap_mixpanel_parallel.runner import PartitionResult
 
 D = dt.date
 BAR_RE = re.compile(rf"\[[#-]{{{BAR_WIDTH}}}\] (\d+)/(\d+) partitions (\d+) records (\d+)/s")
@@ -50,7 +50,7 @@ def result(index: int, status: str = "ok", records: int = 0, attempts: int = 1) 
     return PartitionResult(
         index=index,
         planned=planned,
-        status=status,
+        status=Status(status),
         records=records,
         attempts=attempts,
         seconds=0.5,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.errors import PartitionRejected, StreamCut
-from tap_mixpanel_parallel.records import RecordEncoder, decode_record, event_time
+from tap_mixpanel_parallel.export.records import RecordEncoder, decode_record, event_time
+from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
 
 UTC_ENC = RecordEncoder(time_in_ms=False, zone=None, as_messages=False)
 

@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 
-from tap_mixpanel_parallel.errors import PartitionRejected, RunFatal, StreamCut, TransientError
-from tap_mixpanel_parallel.limiter import RateLimiter
-from tap_mixpanel_parallel.partitions import PlannedPartition, split_date_range
-from tap_mixpanel_parallel.runner import PartitionRunner
+from tap_mixpanel_parallel.export.partitions import PlannedPartition, split_date_range
+from tap_mixpanel_parallel.export.runner import PartitionRunner
+from tap_mixpanel_parallel.http.errors import PartitionRejected, RunFatal, StreamCut, TransientError
+from tap_mixpanel_parallel.http.limiter import RateLimiter
 
 LOG = logging.getLogger("test-runner")
 
@@ -83,7 +83,7 @@ def test_retries_run_out_and_rejections_are_not_retried():
         raise PartitionRejected("HTTP 400")
 
     results = list(runner(attempt, retries=2).run(plan(2)))
-    assert [(r.status, r.attempts, r.error) for r in results] == [
+    assert [(r.status.value, r.attempts, r.error) for r in results] == [
         ("failed", 3, "HTTP 503"),
         ("failed", 1, "HTTP 400"),
     ]
@@ -100,7 +100,7 @@ def test_fatal_error_ends_the_run():
         return 0
 
     results = list(runner(attempt, workers=1).run(plan(30)))
-    assert [r.status for r in results] == ["ok", "fatal"]
+    assert [r.status.value for r in results] == ["ok", "fatal"]
     assert len(started) <= 3
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.partitions import Partition, PlannedPartition, plan_partitions
-from tap_mixpanel_parallel.state import (
+from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition, plan_partitions
+from tap_mixpanel_parallel.export.state import (
     ExportState,
     StateError,
     dump_state,

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tap_mixpanel_parallel.partitions import Partition, PlannedPartition
+from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
 
 REPLICATION_KEY = "time"
 

@@ -88,12 +88,6 @@ class RateLimiter:
         self._announced_until = 0.0
         self.started = 0
 
-    def pause(self, seconds: float) -> None:
-        """Hold every new request for ``seconds`` (a 429's ``Retry-After``)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-            self._lock.notify_all()
-
     def throttled(self, seconds: float) -> None:
         """Mixpanel said 429: pause everyone and halve the concurrency limit."""
         with self._lock:

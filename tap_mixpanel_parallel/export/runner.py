@@ -26,14 +26,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import IO
 
 import backoff
 
-from tap_mixpanel_parallel.errors import ExportError, RateLimited
-from tap_mixpanel_parallel.limiter import RateLimiter, StopRequested
-from tap_mixpanel_parallel.partitions import PlannedPartition
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
+from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
 
 #: Fetch one attempt of a partition into the open spool file; returns the record count.
 Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], int]
@@ -42,13 +43,22 @@ MAX_BACKOFF_SECONDS = 60.0
 WORKER_THREAD_PREFIX = "mixpanel-export"
 
 
+class Status(Enum):
+    """How a partition's last attempt ended."""
+
+    OK = "ok"
+    FAILED = "failed"  # out of retries, or rejected: owed to the next run
+    FATAL = "fatal"  # no partition can succeed: the run stops
+    STOPPED = "stopped"  # abandoned because the run is stopping
+
+
 @dataclass
 class PartitionResult:
     """How one planned partition ended."""
 
     index: int
     planned: PlannedPartition
-    status: str  # "ok", "failed", "fatal" or "stopped"
+    status: Status
     records: int = 0
     attempts: int = 0
     seconds: float = 0.0
@@ -58,7 +68,7 @@ class PartitionResult:
     @property
     def ok(self) -> bool:
         """True when the spool holds the whole partition."""
-        return self.status == "ok"
+        return self.status is Status.OK
 
 
 class PartitionRunner:
@@ -73,7 +83,6 @@ class PartitionRunner:
         max_retries: int,
         logger: logging.Logger,
         backoff_factor: float = 1.0,
-        spool_dir: str | None = None,
     ) -> None:
         self._attempt = attempt
         self._limiter = limiter
@@ -81,7 +90,6 @@ class PartitionRunner:
         self._max_retries = max_retries
         self._logger = logger
         self._backoff_factor = backoff_factor
-        self._spool_parent = spool_dir
         self.stop_event = threading.Event()
         self.fatal_event = threading.Event()
         self.interrupted = False
@@ -103,7 +111,7 @@ class PartitionRunner:
         )
         pending: deque[Future[PartitionResult]] = deque()
         with tempfile.TemporaryDirectory(
-            prefix="tap-mixpanel-parallel-", dir=self._spool_parent, ignore_cleanup_errors=True
+            prefix="tap-mixpanel-parallel-", ignore_cleanup_errors=True
         ) as spool_dir:
             try:
                 submitted = 0
@@ -117,13 +125,13 @@ class PartitionRunner:
                     if not pending:
                         break
                     result = self._wait(pending[0])
-                    if result is None or result.status == "stopped":
+                    if result is None or result.status is Status.STOPPED:
                         break
                     pending.popleft()
                     yield result
                     if result.spool is not None:
                         result.spool.unlink(missing_ok=True)
-                    if result.status == "fatal":
+                    if result.status is Status.FATAL:
                         break
             finally:
                 # Never wait here for a worker stuck in a stalled read: it checks the stop
@@ -148,7 +156,7 @@ class PartitionRunner:
         next(delays)  # the first value of python-backoff generators is a priming value
         attempts = 0
 
-        def result(status: str, error: str = "", records: int = 0) -> PartitionResult:
+        def result(status: Status, error: str = "", records: int = 0) -> PartitionResult:
             return PartitionResult(
                 index=index,
                 planned=planned,
@@ -157,12 +165,12 @@ class PartitionRunner:
                 attempts=attempts,
                 seconds=time.monotonic() - started,
                 error=error,
-                spool=spool if status == "ok" else None,
+                spool=spool if status is Status.OK else None,
             )
 
         while True:
             if self._halted():
-                return result("stopped")
+                return result(Status.STOPPED)
             attempts += 1
             try:
                 with (
@@ -171,17 +179,17 @@ class PartitionRunner:
                 ):
                     records = self._attempt(planned, sink, self.stop_event)
                 self._limiter.succeeded()
-                return result("ok", records=records)
+                return result(Status.OK, records=records)
             except StopRequested:
-                return result("stopped")
+                return result(Status.STOPPED)
             except ExportError as exc:
                 if self.stop_event.is_set():
-                    return result("stopped")
+                    return result(Status.STOPPED)
                 if exc.fatal:
                     self.fatal_event.set()
-                    return result("fatal", exc.message)
+                    return result(Status.FATAL, exc.message)
                 if not exc.retryable or attempts > self._max_retries:
-                    return result("failed", exc.message)
+                    return result(Status.FAILED, exc.message)
                 delay = max(backoff.full_jitter(next(delays)), exc.retry_after or 0.0)
                 if isinstance(exc, RateLimited):
                     # Over budget means every worker is: hold them all, at least Retry-After,
@@ -195,4 +203,4 @@ class PartitionRunner:
                     delay,
                 )
                 if self.stop_event.wait(delay):
-                    return result("stopped")
+                    return result(Status.STOPPED)

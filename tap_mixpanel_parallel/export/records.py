@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from tap_mixpanel_parallel.errors import PartitionRejected, StreamCut
+from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
 
 STREAM_NAME = "events"
 TERMINATED_EARLY = b"terminated early"

@@ -1,32 +1,26 @@
 """The ``events`` stream: plans the run, drives the runner, emits records and state.
 
-This is the only module that writes Singer messages or touches the SDK's state, and it does
-so on the main thread only.
+Everything here runs on the main thread: it is the export's only writer of Singer messages and
+of the SDK's state.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Stream, metrics
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 
-from tap_mixpanel_parallel.client import MixpanelClient
-from tap_mixpanel_parallel.limiter import RateLimiter
-from tap_mixpanel_parallel.output import copy_file_to_stdout
-from tap_mixpanel_parallel.partitions import PlannedPartition, plan_partitions
-from tap_mixpanel_parallel.progress import Progress
-from tap_mixpanel_parallel.records import STREAM_NAME, RecordEncoder, decode_record
-from tap_mixpanel_parallel.runner import Attempt, PartitionResult, PartitionRunner
-from tap_mixpanel_parallel.settings import Settings, today_in
-from tap_mixpanel_parallel.state import (
+from tap_mixpanel_parallel.export.partitions import plan_partitions
+from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
+from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner, Status
+from tap_mixpanel_parallel.export.state import (
     ExportState,
     FailedPartition,
     dump_state,
@@ -34,6 +28,11 @@ from tap_mixpanel_parallel.state import (
     settle_done,
     settle_failed,
 )
+from tap_mixpanel_parallel.export.worker import ExportWorkers
+from tap_mixpanel_parallel.http.limiter import RateLimiter
+from tap_mixpanel_parallel.output import copy_file_to_stdout
+from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.settings import Settings, today_in
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -162,7 +161,7 @@ class EventsStream(Stream):
             sum(p.retry_of_failed for p in plan),
             settings.max_workers,
         )
-        clients = _ClientPool(settings, self._tap.name)
+        workers = ExportWorkers(settings, self._tap.name)
         limiter = RateLimiter(
             max_concurrent=settings.max_workers,
             per_second=settings.max_requests_per_second,
@@ -172,7 +171,7 @@ class EventsStream(Stream):
             ),
         )
         self.runner = PartitionRunner(
-            attempt=clients.attempt_with(encoder),
+            attempt=workers.attempt_with(encoder),
             limiter=limiter,
             max_workers=settings.max_workers,
             max_retries=settings.max_retries,
@@ -191,12 +190,12 @@ class EventsStream(Stream):
                 progress.partition_finished(result)
         finally:
             self.outcome.interrupted = self.runner.interrupted
-            clients.close()
+            workers.close()
             self.outcome.failed = list(state.failed)
             self.outcome.summary = progress.summary()
 
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
-        if result.status == "fatal":
+        if result.status is Status.FATAL:
             self.outcome.fatal = result.error
             return state
         if result.ok:
@@ -218,44 +217,3 @@ def _read_spool(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as fh:
         for line in fh:
             yield decode_record(line)
-
-
-class _ClientPool:
-    """One ``MixpanelClient`` (so one ``requests.Session``) per worker thread."""
-
-    def __init__(self, settings: Settings, user_agent: str) -> None:
-        self._settings = settings
-        self._user_agent = user_agent
-        self._local = threading.local()
-        self._clients: list[MixpanelClient] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> MixpanelClient:
-        client: MixpanelClient | None = getattr(self._local, "client", None)
-        if client is None:
-            client = MixpanelClient(self._settings, self._user_agent)
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return client
-
-    def attempt_with(self, encoder: RecordEncoder) -> Attempt:
-        def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> int:
-            stamp = dt.datetime.now(dt.timezone.utc).isoformat()
-            count = 0
-            encode = encoder.encode
-            write = sink.write
-            lines = self.get().export_lines(planned.partition, stop)
-            for line_no, line in enumerate(lines, 1):
-                if line and not line.isspace():  # no per-line copy, as strip() makes
-                    write(encode(line, line_no, stamp))
-                    count += 1
-            return count
-
-        return attempt
-
-    def close(self) -> None:
-        with self._lock:
-            for client in self._clients:
-                client.close()
-            self._clients.clear()

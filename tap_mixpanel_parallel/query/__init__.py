@@ -1,0 +1,1 @@
+"""The Query, Engage and App API streams (people profiles, cohorts, annotations, funnels)."""
