@@ -1,4 +1,4 @@
-"""Issue #4's benchmark: throughput, parallel speedup, singer-io's tap-mixpanel and peak memory.
+"""The benchmark: throughput, parallel speedup, singer-io's tap-mixpanel and peak memory.
 
 Every contender is a separate process reading from the project's fake Mixpanel server, which is
 itself a separate process (``--cache-bodies``: bodies are generated and gzipped once, before

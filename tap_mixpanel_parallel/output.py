@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import IO
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.singerlib.encoding.simple import Message
+from singer_sdk.singerlib import Message
+
+from tap_mixpanel_parallel.compat import override
 
 COPY_CHUNK_BYTES = 1 << 20
 
@@ -61,6 +63,7 @@ def copy_file_to_stdout(path: Path) -> None:
 class StdoutWriter(MsgSpecWriter):
     """msgspec encoding for the SDK's own messages, written whole into the current stdout."""
 
+    @override
     def write_message(self, message: Message) -> None:
         """Write one message line at once, so STATE is never stuck in a buffer."""
         data = self.format_message(message)

@@ -74,7 +74,7 @@ class Progress:
         self.bar = wants_bar(self.stream) if bar is None else bar
         self._lock = threading.RLock()
         self._shown = 0  # characters of the bar now on the terminal's last line
-        self._wrapped: list[tuple[logging.Handler, Any]] = []
+        self._wrapped: list[tuple[logging.StreamHandler[Any], Any]] = []
         if self.bar:
             self._wrap_handlers()
             self._draw()
@@ -134,8 +134,9 @@ class Progress:
                 if self._shown:
                     self._write("\n")
                     self._shown = 0
-                self._unwrap_handlers()
+                # Before unwrapping: setStream flushes the wrapper, which would redraw a bar.
                 self.bar = False
+                self._unwrap_handlers()
         return text
 
     # -- the bar -----------------------------------------------------------------------------
@@ -186,26 +187,53 @@ class Progress:
     # -- log lines on the same terminal ------------------------------------------------------
 
     def _wrap_handlers(self) -> None:
-        """Clear the bar before each log line to this terminal and draw it again after."""
+        """Route each handler writing to this terminal through :class:`_BarAwareStream`."""
         for handler in _handlers_of(self.logger):
-            if "emit" in vars(handler) or not _same_stream(
-                getattr(handler, "stream", None), self.stream
+            if not isinstance(handler, logging.StreamHandler) or not _same_stream(
+                handler.stream, self.stream
             ):
                 continue
-            original = handler.emit
-
-            def emit(record: logging.LogRecord, original: Any = original) -> None:
-                with self._lock:
-                    self._clear_locked()
-                    original(record)
-                    if self.bar and self.total:
-                        self._draw_locked()
-
-            handler.emit = emit  # type: ignore[method-assign]
-            self._wrapped.append((handler, original))
+            original = handler.setStream(_BarAwareStream(handler.stream, self))
+            if original is not None:
+                self._wrapped.append((handler, original))
 
     def _unwrap_handlers(self) -> None:
-        for handler, _original in self._wrapped:
-            with contextlib.suppress(AttributeError):
-                del handler.emit
+        for handler, original in self._wrapped:
+            handler.setStream(original)
         self._wrapped.clear()
+
+    def _log_writing(self) -> None:
+        self._clear_locked()
+
+    def _log_written(self) -> None:
+        if self.bar and self.total:
+            self._draw_locked()
+
+
+class _BarAwareStream:
+    """A log handler's stream that clears the bar before a log line and redraws it after.
+
+    ``logging.StreamHandler`` writes a record and then flushes, so the bar goes on flush.
+    """
+
+    def __init__(self, stream: Any, progress: Progress) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def write(self, text: str) -> int:
+        with self._progress._lock:
+            self._progress._log_writing()
+            written: int = self._stream.write(text)
+            return written
+
+    def flush(self) -> None:
+        with self._progress._lock:
+            self._stream.flush()
+            self._progress._log_written()
+
+    def fileno(self) -> int:
+        fileno: int = self._stream.fileno()
+        return fileno
+
+    def isatty(self) -> bool:
+        return bool(self._stream.isatty())

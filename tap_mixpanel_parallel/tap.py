@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar
 
-from singer_sdk import Tap
-from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
     PluginCapabilities,
     TapCapabilities,
 )
 
+from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.export.stream import EventsStream
-from tap_mixpanel_parallel.http.errors import redact
 from tap_mixpanel_parallel.output import StdoutWriter
+from tap_mixpanel_parallel.sdk_seams import SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
 
 EXIT_FAILED_PARTITIONS = 1
@@ -31,7 +30,7 @@ EXIT_SIGNAL_BASE = 128
 WORKER_EXIT_GRACE_SECONDS = 3.0
 
 
-class TapMixpanelParallel(Tap):
+class TapMixpanelParallel(SyncHooks):
     """Mixpanel raw events, exported in parallel date partitions."""
 
     name = "tap-mixpanel-parallel"
@@ -60,36 +59,27 @@ class TapMixpanelParallel(Tap):
             self._settings = Settings.from_config(self.config)
         return self._settings
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        # The SDK's schema errors quote the offending value: a secret of the wrong type (a
-        # list, a number) would be printed. Catch them and hide those values.
+    @override
+    def check_config(self) -> list[str]:
+        """The rules a schema cannot express (auth pairs, dates, timezone)."""
         try:
-            errors = super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            errors = exc.errors
-        errors = [
-            _hide_secret_values(error, self._config, self.config_jsonschema) for error in errors
-        ]
-        if not errors:
-            try:
-                self._settings = Settings.from_config(self.config)
-            except SettingsError as exc:
-                errors = [str(exc)]
-        if errors and raise_errors:
-            msg = "Config validation failed"
-            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
-        return errors
+            self._settings = Settings.from_config(self.config)
+        except SettingsError as exc:
+            return [str(exc)]
+        return []
 
+    @override
     def discover_streams(self) -> list[EventsStream]:
         """The one stream."""
-        return [EventsStream(tap=self)]
+        return [EventsStream(self, lambda: self.settings)]
 
     def _events(self) -> EventsStream:
         stream = self.streams[EventsStream.name]
         assert isinstance(stream, EventsStream)
         return stream
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGINT/SIGTERM: stop starting partitions; a second signal exits at once."""
         runner = self._events().runner
         if runner is None:
             # Nothing is in flight (discovery, start-up): stop now, as a signal should.
@@ -107,10 +97,19 @@ class TapMixpanelParallel(Tap):
 
     _signal: int | None = None
 
-    def sync_all(self) -> None:  # type: ignore[misc]
-        """Sync, then turn the run's outcome into a summary and an exit code."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Our own handlers replace the SDK's (which would exit at once): a stop must first
+        # finish the partition being written and emit the STATE of what is complete.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGTERM, self._on_signal)
+
+    @override
+    def run_streams(self) -> None:
+        """The SDK's sync, with the errors that end a run turned into one line each."""
         try:
-            super().sync_all()
+            super().run_streams()
         except StateError as exc:
             self.logger.error("invalid state: %s", exc)
             sys.exit(EXIT_FATAL)
@@ -120,6 +119,10 @@ class TapMixpanelParallel(Tap):
             self.logger.error("stdout was closed by its reader (did the target exit?); stopping")
             _stdout_to_devnull()
             os._exit(EXIT_FATAL)
+
+    @override
+    def after_sync(self) -> None:
+        """Turn the run's outcome into a summary and an exit code."""
         outcome = self._events().outcome
         if outcome.summary:
             self.logger.info(outcome.summary)
@@ -147,15 +150,6 @@ class TapMixpanelParallel(Tap):
                 # request_timeout; everything owed is already in the STATE just written.
                 os._exit(code)
             sys.exit(code)
-
-
-def _hide_secret_values(error: str, config: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
-    """A schema error about a secret setting, without the value it quotes."""
-    secret_keys = [k for k, v in schema["properties"].items() if v.get("secret")]
-    for key in secret_keys:
-        if f"config['{key}']" in error:
-            return f"{key}: must be a string (value not shown, it is a secret)"
-    return redact(error, [v for k in secret_keys if isinstance(v := config.get(k), str)])
 
 
 def _stdout_to_devnull() -> None:

@@ -1,4 +1,4 @@
-"""The real CLI against the fake server: the guarantees of the core export (issue #2)."""
+"""The real CLI against the fake server: the guarantees of the core export."""
 
 from __future__ import annotations
 

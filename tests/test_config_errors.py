@@ -1,4 +1,4 @@
-"""Issue #3: an invalid config stops the real CLI before any request, naming the setting.
+"""An invalid config stops the real CLI before any request, naming the setting.
 
 One bad value (at least) per setting of the README's settings table, plus the auth mix-ups.
 The runs are independent subprocesses, so they go a few at a time to keep the file quick.

@@ -1,4 +1,4 @@
-"""Issue #3: every export survives faults. The real CLI, as a subprocess, against the fake server.
+"""Every export survives faults. The real CLI, as a subprocess, against the fake server.
 
 Each test seeds the fake server's faults, runs the installed console script and checks what a
 user would check: every event exactly once (by ``$insert_id``, against ``server.events``), the

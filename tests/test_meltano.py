@@ -1,4 +1,4 @@
-"""Issue #5: ``meltano run tap-mixpanel-parallel target-postgres``, end to end.
+"""``meltano run tap-mixpanel-parallel target-postgres``, end to end.
 
 The real ``meltano`` CLI runs the repository's own meltano.yml (cwd = the repo root), with its
 system directory (plugin venvs, catalog cache) moved to a temporary folder by

@@ -1,4 +1,4 @@
-"""Issue #5: a progress bar when stderr is a terminal, plain log lines otherwise.
+"""A progress bar when stderr is a terminal, plain log lines otherwise.
 
 Unit tests drive ``Progress`` with a fake terminal; the CLI tests run the real console script
 with a pseudo-terminal (``pty.openpty()``) or a pipe as its stderr and read the bytes it wrote.
@@ -125,6 +125,7 @@ def test_failed_partitions_show_on_the_bar_and_summary_leaves_it_on_screen(termi
     assert "ERROR partition 2/3 2024-01-08..2024-01-14: failed after 3 attempts" in screen(raw)[-3]
     # after the summary the handler is itself again and log lines get no bar
     assert "emit" not in vars(handler)
+    assert handler.stream is stream
     logger.info("after")
     assert stream.getvalue().endswith(" 1 failed\nINFO after\n")
     assert not progress.bar

@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tap_mixpanel_parallel.compat import override
+
 ONE_DAY = dt.timedelta(days=1)
 
 
@@ -31,6 +33,7 @@ class Partition:
         """Number of days covered, both ends included."""
         return (self.to_date - self.from_date).days + 1
 
+    @override
     def __str__(self) -> str:
         return f"{self.from_date.isoformat()}..{self.to_date.isoformat()}"
 

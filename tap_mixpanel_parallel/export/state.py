@@ -39,7 +39,7 @@ class FailedPartition:
     attempts: int
 
     def to_json(self) -> dict[str, Any]:
-        """The shape documented in the README and the issue."""
+        """The shape documented in the README."""
         return {
             "from_date": self.partition.from_date.isoformat(),
             "to_date": self.partition.to_date.isoformat(),

@@ -7,16 +7,16 @@ of the SDK's state.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk import Stream, metrics
+from singer_sdk import Tap, metrics
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.mapper import SameRecordTransform
 
+from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner, Status
@@ -32,6 +32,7 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import copy_file_to_stdout
 from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings, today_in
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class RunOutcome:
     summary: str = ""
 
 
-class EventsStream(Stream):
+class EventsStream(PartitionBookmarks):
     """Mixpanel raw events, one record per event."""
 
     name = STREAM_NAME
@@ -78,12 +79,15 @@ class EventsStream(Stream):
         ),
     ).to_dict()
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, tap: Tap, settings: Callable[[], Settings]) -> None:
+        super().__init__(tap=tap)
+        self._owner = tap
+        self._settings = settings
         self.runner: PartitionRunner | None = None
         self.outcome = RunOutcome()
         self._record_counter: metrics.Counter | None = None
 
+    @override
     def get_record_counter(
         self,
         *,
@@ -96,11 +100,7 @@ class EventsStream(Stream):
         )
         return self._record_counter
 
-    # The bookmark is partition-based (see state.py), not the largest `time` seen: Mixpanel's
-    # output is unsorted and a partition only counts once it is complete.
-    def _increment_stream_state(self, *args: Any, **kwargs: Any) -> None:
-        return
-
+    @override
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
         """No signpost: the bookmark never comes from record values."""
         return
@@ -108,8 +108,7 @@ class EventsStream(Stream):
     @property
     def settings(self) -> Settings:
         """The tap's checked settings."""
-        settings: Settings = getattr(self._tap, "settings")  # noqa: B009
-        return settings
+        return self._settings()
 
     def uses_fast_path(self) -> bool:
         """True when records can go out exactly as the workers encoded them.
@@ -119,13 +118,11 @@ class EventsStream(Stream):
         """
         if self.ABORT_AT_RECORD_COUNT is not None:
             return False
-        maps = self.stream_maps
-        if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
-            return False
-        if maps[0].flattening_enabled or maps[0].stream_alias != self.name:
+        if not records_pass_through(self):
             return False
         return all(self.mask.get(("properties", name), True) for name in self.schema["properties"])
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Run the plan; in the fast path records are written here and nothing is yielded."""
         settings = self.settings
@@ -161,7 +158,7 @@ class EventsStream(Stream):
             sum(p.retry_of_failed for p in plan),
             settings.max_workers,
         )
-        workers = ExportWorkers(settings, self._tap.name)
+        workers = ExportWorkers(settings, self._owner.name)
         limiter = RateLimiter(
             max_concurrent=settings.max_workers,
             per_second=settings.max_requests_per_second,
@@ -209,8 +206,7 @@ class EventsStream(Stream):
         stream_state = self.stream_state
         stream_state.clear()
         stream_state.update(dump_state(state))
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        self._owner.state_writer.write_state(self._owner.state)
 
 
 def _read_spool(path: Path) -> Iterator[dict[str, Any]]:
