@@ -84,9 +84,7 @@ def test_wheel_carries_the_licence_text_and_only_the_package(tmp_path: Path) -> 
     check_metadata(meta)
     assert "tap_mixpanel_parallel/__main__.py" in names
     # the fake server ships with the tap (its own docs run it with `python -m`); tests do not
-    assert "tap_mixpanel_parallel/testing/fake_server/__init__.py" in names or (
-        "tap_mixpanel_parallel/testing/fake_server.py" in names
-    )
+    assert "tap_mixpanel_parallel/testing/fake_server/__main__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "scripts/"))]
 
 
