@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=HERE / "results-engage.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.profiles, args.latency, args.no_singer_io = 20_000, 0.2, True
+        if args.profiles == parser.get_default("profiles"):
+            args.profiles = 20_000
+        args.latency, args.no_singer_io = 0.2, True
     results: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": platform.python_version(),
