@@ -232,3 +232,31 @@ def test_funnel_bookmarks_round_trip_and_never_settle_today():
     )
     with pytest.raises(StateError, match="7001"):
         load_funnel_bookmarks({"funnels": {"7001": "soon"}})
+
+
+# -- the Query API limiter: pages of a session may go uncharged ------------------------------------
+
+
+def test_uncharged_slots_skip_the_hourly_budget_but_not_a_429_pause():
+    import threading
+
+    from test_limiter import FakeClock, make
+
+    clock = FakeClock()
+    limiter = make(clock, max_concurrent=5, per_second=1000, per_hour=2)
+    stop = threading.Event()
+    for _ in range(2):
+        with limiter.slot(stop):
+            pass
+    for _ in range(50):  # pages after the first: the hourly budget is already spent
+        with limiter.slot(stop, charge=False):
+            pass
+    assert clock.now == 0.0
+    with limiter.slot(stop):  # a new query waits for the hour to pass
+        pass
+    assert clock.now >= 3600
+    limiter.throttled(30.0)
+    paused_at = clock.now
+    with limiter.slot(stop, charge=False):
+        pass
+    assert clock.now >= paused_at + 30.0
