@@ -24,6 +24,7 @@ Results: a table on stdout and benchmarks/results-engage.json.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import platform
 import subprocess
@@ -105,7 +106,9 @@ def tap_contender(name: str, label: str, work: Path, url: str, **settings: Any) 
 def singer_io_contender(work: Path, url: str, venv: Path) -> Contender:
     config = work / "singer-io.json"
     catalog = work / "singer-io-catalog.json"
-    singer_io.write_config(config, start_date=START.isoformat(), end_date=START.isoformat())
+    # Its engage loop runs once per window from start_date to end_date: they must differ.
+    end = (START + dt.timedelta(days=1)).isoformat()
+    singer_io.write_config(config, start_date=START.isoformat(), end_date=end)
     env = singer_io.environment(url, [], PROFILE_PROPERTIES)
     singer_io.discover_catalog(venv, config, catalog, env, stream="engage")
     return Contender(
