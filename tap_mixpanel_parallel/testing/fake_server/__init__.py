@@ -11,7 +11,8 @@ stdlib on purpose, so the test double never shares a bug with the code under tes
 Modules: ``config`` (every option, declared once, with its help), ``faults`` (``Faults`` and the
 seeded decision), ``data`` (the synthetic events), ``wire`` (HTTP, chunking, gzip, pacing,
 cache), ``errors`` (error bodies), ``request`` (one request and its log record), ``export`` (the
-endpoint), ``app`` (``FakeMixpanel``: lifecycle, auth, routes), ``cli`` (``python -m`` this
+endpoint), ``query`` (the Query/App API endpoints: profiles, cohorts, annotations,
+funnels), ``app`` (``FakeMixpanel``: lifecycle, auth, routes), ``cli`` (``python -m`` this
 package: serves until SIGTERM/SIGINT and prints ``FAKE_MIXPANEL_URL=...`` once).
 """
 

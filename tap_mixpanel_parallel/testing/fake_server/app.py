@@ -39,7 +39,8 @@ _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
 
 
 class FakeMixpanel:
-    """Serves ``GET /api/2.0/export`` over a deterministic synthetic dataset.
+    """Serves ``GET /api/2.0/export`` over a deterministic synthetic dataset, and the Query/App
+    API endpoints over synthetic profiles, cohorts, annotations and funnels (``query.py``).
 
     Dataset: ``events_per_day`` events for each of ``days`` days from ``start``. Every event is a
     pure function of (day, index), and each day's events come out in a fixed shuffled order, so a
