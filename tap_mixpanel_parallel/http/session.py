@@ -8,6 +8,9 @@ redacted before anyone sees it.
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
 import threading
 from collections.abc import Sequence
 
@@ -18,11 +21,16 @@ from tap_mixpanel_parallel.http.errors import (
     TransientError,
     error_for_status,
     parse_retry_after,
+    preview,
     redact,
+    redact_prefix,
 )
 
 ERROR_BODY_BYTES = 4096
 CONNECT_TIMEOUT_SECONDS = 30.0
+# Transport errors may quote what they read (urllib3's InvalidChunkLength shows the bytes it
+# got instead of a chunk size): those bytes can be event content, so they are never shown.
+_BYTES_LITERAL = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b"(?:[^"\\]|\\.)*"')
 
 
 def new_session(authorization: str, user_agent: str, accept: str) -> requests.Session:
@@ -43,24 +51,74 @@ def status_error(
     response: requests.Response, secrets: Sequence[str], project_id: int | None
 ) -> ExportError:
     """The error for a non-200 answer, quoting (redacted) what Mixpanel said."""
+    # Read past the part that may be shown by the longest secret, so a secret straddling the
+    # cut is still seen whole by the redaction, which runs before anything is cut.
+    margin = max((len(secret.encode()) for secret in secrets), default=0)
     try:
-        body = response.raw.read(ERROR_BODY_BYTES, decode_content=True) or b""
+        body = response.raw.read(ERROR_BODY_BYTES + margin, decode_content=True) or b""
     except Exception:
         body = b""
-    text = redact(body.decode("utf-8", "replace"), secrets)
+    shown = redact_prefix(body, secrets, ERROR_BODY_BYTES).decode("utf-8", "replace")
     return error_for_status(
         response.status_code,
-        text,
+        redact(shown, secrets),
         parse_retry_after(response.headers.get("Retry-After")),
         project_id,
+        secrets,
     )
 
 
-def transport_error(exc: requests.RequestException, secrets: Sequence[str]) -> TransientError:
+def transport_error(exc: BaseException, secrets: Sequence[str]) -> TransientError:
     """A reset, timeout or broken body: worth another try."""
     kind = type(exc).__name__
-    detail = redact(str(exc), secrets)
-    return TransientError(f"{kind}: {detail}")
+    detail = _BYTES_LITERAL.sub("b'...'", redact(str(exc), secrets))
+    return TransientError(f"{kind}: {preview(detail)}")
+
+
+class Watchdog:
+    """Holds a request to a wall-clock deadline that no trickle of bytes can push back.
+
+    Socket timeouts only bound the wait for the next byte, so a server sending one byte a
+    second keeps a request alive for ever. At the deadline a timer thread shuts the response's
+    socket down: the blocked read returns at once and the reader, seeing :attr:`fired`, reports
+    a timeout. The timer runs from before the request is sent until the body is read.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = threading.Event()
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = None
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, response: requests.Response) -> None:
+        """From now on the deadline closes this response's connection."""
+        with self._lock:
+            self._response = response
+        if self.fired.is_set():
+            _shut_down(response)
+
+    def _fire(self) -> None:
+        self.fired.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            _shut_down(response)
+
+
+def _shut_down(response: requests.Response) -> None:
+    """Wake any thread blocked reading this response: its socket reads end of stream."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class SessionPool:

@@ -82,6 +82,38 @@ class Faults:
         default=False,
         metadata=doc("401 bodies repeat the credentials received (to test a tap's redaction)"),
     )
+    echo_padding: int = field(
+        default=0,
+        metadata=doc("spaces before the echoed credentials, to push them across a read limit"),
+    )
+    error_message: str | None = field(
+        default=None,
+        metadata=doc(
+            "with status_override: the body is Mixpanel's error JSON, echoing the request"
+            ' ({"request": path?query, "error": this text})'
+        ),
+    )
+    throttle_first: int = field(
+        default=0, metadata=doc("the first N export requests get a 429 (with retry_after if set)")
+    )
+    drip_seconds: float | None = field(
+        default=None,
+        metadata=doc("a 200 with Content-Length whose body comes one byte every this many seconds"),
+    )
+    gzip_trailer_cut: int = field(
+        default=0,
+        metadata=doc(
+            "the first N attempts of a range end their gzip body halfway, cleanly but without"
+            " the gzip trailer"
+        ),
+    )
+    extra_lines: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata=doc(
+            "YYYY-MM-DD -> raw lines (newline added) appended to any export covering that day",
+            cli=False,
+        ),
+    )
 
 
 @dataclass
@@ -96,6 +128,7 @@ class Plan:
     cut_in_line: float = 0.0
     terminate_at: float | None = None
     invalid_at: float | None = None
+    gzip_cut_at: float | None = None
 
 
 class _Draws(NamedTuple):
@@ -142,6 +175,8 @@ def decide(
         # would make the random faults below depend on it too.
         return Plan(fault="concurrency", status=429)
     attempt = next_attempt(key)
+    if attempt < faults.gzip_trailer_cut:
+        return Plan(fault="gzip_trailer_cut", gzip_cut_at=0.5)
     seed = hashlib.sha256("|".join((str(faults.seed), *key, str(attempt))).encode()).digest()
     rng = random.Random(int.from_bytes(seed, "big"))
     d = _Draws(*(rng.random() for _ in _Draws._fields))
