@@ -135,6 +135,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=5,
         description="Attempts per partition beyond the first",
     ),
+    th.Property(
+        "rate_limit_wait",
+        th.NumberType(exclusive_minimum=0),
+        default=30,
+        description="Seconds every worker waits after a 429 without Retry-After, doubled for"
+        " each such pause in a row (at most 10x)",
+    ),
 ).to_dict()
 
 
@@ -188,6 +195,7 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    rate_limit_wait: float
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -237,6 +245,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            rate_limit_wait=_positive(config, "rate_limit_wait"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-#: A bare 429 (no ``Retry-After``) waits this long, doubled for each pause in a row without a
-#: successful request in between, up to ``BARE_429_MAX_SECONDS``: Mixpanel's budgets (per
-#: second, per hour, concurrent queries shared with other clients) take tens of seconds to
-#: recover, and Mixpanel's own export client waits 30 s and more.
+#: A bare 429 (no ``Retry-After``) waits this long by default (setting ``rate_limit_wait``),
+#: doubled for each pause in a row without a successful request in between, up to
+#: ``BARE_429_GROWTH`` times as long: Mixpanel's budgets (per second, per hour, concurrent
+#: queries shared with other clients) take tens of seconds to recover, and Mixpanel's own
+#: export client waits 30 s and more.
 BARE_429_FIRST_SECONDS = 30.0
-BARE_429_MAX_SECONDS = 300.0
+BARE_429_GROWTH = 10.0
 #: The longest ``Retry-After`` honoured as sent; a longer one is cut to this (and logged), so a
 #: proxy's ``Retry-After: 999999`` cannot park the run for days.
 RETRY_AFTER_CAP_SECONDS = 600.0
@@ -77,12 +78,18 @@ class Throttle:
     capped_from: float | None = None
 
 
-def throttle_seconds(retry_after: float | None, streak: int) -> float:
-    """The pause for a 429: its ``Retry-After`` up to the cap, else a wait that grows."""
+def throttle_seconds(
+    retry_after: float | None, streak: int, first: float = BARE_429_FIRST_SECONDS
+) -> float:
+    """The pause for a 429: its ``Retry-After`` up to the cap, else a wait that grows.
+
+    ``streak`` counts pauses in a row (1 for the first); a bare 429 waits ``first`` seconds,
+    doubled per pause in a row, never more than ``BARE_429_GROWTH`` times ``first``.
+    """
     if retry_after is not None:
-        return min(retry_after, RETRY_AFTER_CAP_SECONDS)
+        return min(max(retry_after, 0.0), RETRY_AFTER_CAP_SECONDS)
     doublings = min(max(streak - 1, 0), 16)
-    return min(BARE_429_FIRST_SECONDS * 2.0**doublings, BARE_429_MAX_SECONDS)
+    return min(first * 2.0**doublings, first * BARE_429_GROWTH)
 
 
 def _condition_wait(condition: threading.Condition, seconds: float) -> object:
@@ -111,6 +118,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[float, str], None] | None = None,
         wait: Callable[[threading.Condition, float], object] = _condition_wait,
+        bare_429_seconds: float = BARE_429_FIRST_SECONDS,
     ) -> None:
         self._lock = threading.Condition()
         self._max_concurrent = max_concurrent
@@ -123,6 +131,7 @@ class RateLimiter:
         }
         self._paused_until = 0.0
         self._streak = 0
+        self._bare_429_seconds = bare_429_seconds
         self._clock = clock
         self._wait = wait
         self._on_wait = on_wait
@@ -141,7 +150,7 @@ class RateLimiter:
                 self.concurrency = max(1, self.concurrency // 2)
                 self._successes = 0
                 self._streak += 1
-            seconds = throttle_seconds(retry_after, self._streak)
+            seconds = throttle_seconds(retry_after, self._streak, self._bare_429_seconds)
             self._paused_until = max(self._paused_until, now + seconds)
             self._lock.notify_all()
             capped = retry_after if retry_after is not None and retry_after > seconds else None
