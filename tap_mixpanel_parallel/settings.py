@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -349,7 +350,8 @@ def _positive(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key)
     if value is None:
         return float(default_of(key))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    # The SDK reads a JSON config's fractions as Decimal.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)
     return float(value)

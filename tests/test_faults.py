@@ -92,7 +92,8 @@ def test_cuts_429s_and_a_concurrency_cap_still_give_every_event_once(
             seed=200, cut_rate=0.3, rate_429=0.1, retry_after=retry_after, max_concurrent=3
         ),
     )
-    run = run_tap(base_config(server, max_workers=6))
+    # A bare 429 waits rate_limit_wait (30 s by default, doubling): short here, to keep it quick.
+    run = run_tap(base_config(server, max_workers=6, rate_limit_wait=0.3))
     assert_no_secret(run)
     assert run.returncode == 0, run.stderr[-3000:]
     assert_exactly_once(run, server)
