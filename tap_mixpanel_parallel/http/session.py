@@ -81,7 +81,9 @@ class Watchdog:
     Socket timeouts only bound the wait for the next byte, so a server sending one byte a
     second keeps a request alive for ever. At the deadline a timer thread shuts the response's
     socket down: the blocked read returns at once and the reader, seeing :attr:`fired`, reports
-    a timeout. The timer runs from before the request is sent until the body is read.
+    a timeout. The timer runs from before the request is sent until the body is read; until
+    the response headers arrive there is no socket to shut down, and that wait is bounded by
+    the read timeout (``request_timeout`` too) instead.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -117,8 +119,10 @@ def _shut_down(response: requests.Response) -> None:
     """Wake any thread blocked reading this response: its socket reads end of stream."""
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
     if isinstance(sock, socket.socket):
+        # The plain socket's shutdown, also for TLS: SSLSocket.shutdown would drop the TLS
+        # state under the reading thread's feet; this only ends the stream beneath it.
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class SessionPool:
