@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import json
 import logging
 import threading
@@ -20,7 +21,7 @@ from conftest import SECRET, USER, base_config, expected_ids
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.client import split_lines
+from tap_mixpanel_parallel.export.client import GzipMembers, split_lines
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import OutOfRangeTime, RecordEncoder
 from tap_mixpanel_parallel.export.runner import (
@@ -404,3 +405,17 @@ def test_out_of_range_times_name_the_line_and_not_the_event(time):
         encoder.encode(_odd_time_event(1, time).encode(), 12, "x")
     assert raised.value.message.startswith("line 12: properties.time is out of range")
     assert EMAIL not in raised.value.message and "odd-1" not in raised.value.message
+
+
+@given(st.lists(st.binary(max_size=3000), min_size=1, max_size=3), st.integers(1, 500))
+def test_gzip_members_decode_whole_in_bounded_pieces_and_know_a_cut(members, step):
+    body = b"".join(gzip.compress(member) for member in members)
+    decoder = GzipMembers(piece_bytes=256)
+    pieces = [p for i in range(0, len(body), step) for p in decoder.feed(body[i : i + step])]
+    decoder.finish()
+    assert b"".join(pieces) == b"".join(members)
+    assert all(len(piece) <= 256 for piece in pieces)
+    cut = GzipMembers()
+    list(cut.feed(body[: len(body) - 1]))  # the last byte of the trailer is missing
+    with pytest.raises(StreamCut):
+        cut.finish()

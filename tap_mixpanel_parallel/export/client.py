@@ -106,7 +106,10 @@ def _body(response: requests.Response, stop: threading.Event) -> Iterator[bytes]
         if stop.is_set():
             msg = "stopping: partition abandoned"
             raise StreamCut(msg)
-        yield decoder.feed(chunk) if decoder is not None else chunk
+        if decoder is None:
+            yield chunk
+        else:
+            yield from decoder.feed(chunk)
     if decoder is not None:
         decoder.finish()
 
@@ -114,26 +117,32 @@ def _body(response: requests.Response, stop: threading.Event) -> Iterator[bytes]
 class GzipMembers:
     """Decompresses a gzip body of one or more members and knows whether it ended whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, piece_bytes: int = CHUNK_BYTES) -> None:
         self._member = zlib.decompressobj(GZIP_WBITS)
+        self._piece = piece_bytes
         self._fed = False
 
-    def feed(self, data: bytes) -> bytes:
-        """The bytes ``data`` completes; raises :class:`TransientError` on corrupt input."""
-        out = []
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """What ``data`` decompresses to, in pieces of at most ``piece_bytes``.
+
+        Bounded pieces keep memory flat whatever the compression ratio. Raises
+        :class:`TransientError` on corrupt input.
+        """
         try:
             while data:
                 self._fed = True
-                out.append(self._member.decompress(data))
+                piece = self._member.decompress(data, self._piece)
+                if piece:
+                    yield piece
                 if not self._member.eof:
-                    break
+                    data = self._member.unconsumed_tail
+                    continue
                 data = self._member.unused_data
                 if data:
                     self._member = zlib.decompressobj(GZIP_WBITS)
         except zlib.error as exc:
             msg = f"the gzip body is corrupt ({exc})"
             raise TransientError(msg) from None
-        return b"".join(out)
 
     def finish(self) -> None:
         """Raise :class:`StreamCut` unless the last member ended with its trailer."""

@@ -57,7 +57,8 @@ Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], Spooled]
 MAX_BACKOFF_SECONDS = 60.0
 #: 429s do not spend ``max_retries`` (being told to wait is not a failure); instead the run
 #: gives up on Mixpanel after this many 429 pauses in a row with no successful request in
-#: between (at least 37 minutes of waiting when the 429s carry no ``Retry-After``).
+#: between (37 minutes of waiting at the default ``rate_limit_wait`` when no 429 carries a
+#: ``Retry-After``).
 MAX_THROTTLE_STREAK = 10
 WORKER_THREAD_PREFIX = "mixpanel-export"
 
