@@ -14,11 +14,8 @@ import gzip
 import json
 import logging
 import threading
-import time
-from collections import Counter
 
 import pytest
-from conftest import SECRET, USER, base_config, expected_ids
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,30 +34,18 @@ from tap_mixpanel_parallel.http.limiter import RETRY_AFTER_CAP_SECONDS, RateLimi
 from tap_mixpanel_parallel.settings import Settings
 from tap_mixpanel_parallel.testing.fake_server import Faults
 from tap_mixpanel_parallel.testing.fake_server.errors import UNAUTHORIZED
+from tests.helpers import (
+    SECRET,
+    USER,
+    assert_exactly_once,
+    base_config,
+    export_requests,
+    wait_until_idle,
+)
 
 START = dt.date(2024, 1, 1)
 TOKEN = base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
 EMAIL = "jane.doe@example.com"
-
-
-def export_requests(server):
-    return [r for r in server.requests_log if r.path.startswith("/api/2.0/export")]
-
-
-def wait_until_idle(server, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while server.in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def all_ids(server):
-    return sorted(expected_ids(server, server.start_date, server.today))
-
-
-def assert_exactly_once(run, server):
-    ids = run.insert_ids()
-    assert not [i for i, n in Counter(ids).items() if n > 1], "an event was emitted twice"
-    assert sorted(ids) == all_ids(server), "events missing (or unexpected) in the output"
 
 
 def assert_never_shown(run, *texts):
