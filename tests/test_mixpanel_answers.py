@@ -145,8 +145,13 @@ def test_a_bare_429_waits_tens_of_seconds_growing_and_spends_no_retry(fake_serve
 @pytest.mark.parametrize(
     ("retry_after", "waited", "said"),
     [
-        (45, 45, "Retry-After 45s"),
-        (999999, RETRY_AFTER_CAP_SECONDS, "Retry-After 999999s, capped at 600s"),
+        (45, 45, "Retry-After 45s): every worker waits 45s"),
+        (2.5, 2.5, "Retry-After 2.5s): every worker waits 2.5s"),
+        (
+            999999,
+            RETRY_AFTER_CAP_SECONDS,
+            "Retry-After 999999s, capped at 600s): every worker waits 600s",
+        ),
     ],
 )
 def test_retry_after_is_honoured_up_to_ten_minutes(fake_server, retry_after, waited, said):
@@ -162,7 +167,6 @@ def test_retry_after_is_honoured_up_to_ten_minutes(fake_server, retry_after, wai
     throttles = [line for line in log if "Mixpanel throttled the run" in line]
     assert len(throttles) == 1, log
     assert said in throttles[0]
-    assert f"every worker waits {waited:.0f}s" in throttles[0]
     assert waited <= clock.now < waited + 5
 
 
@@ -176,7 +180,7 @@ def test_an_endless_429_storm_ends_the_run_instead_of_waiting_for_ever(fake_serv
     # the first partition fails (owed to the next run); the second is never started
     assert [r.status for r in results] == [Status.FAILED]
     assert "429" in results[0].error
-    assert f"{MAX_THROTTLE_STREAK} pauses in a row" in results[0].error
+    assert f"gave up after {MAX_THROTTLE_STREAK} pauses for 429s in a row" in results[0].error
     requests = export_requests(server)
     assert len(requests) == MAX_THROTTLE_STREAK + 1
     assert {(r.from_date, r.to_date) for r in requests} == {("2024-01-01", "2024-01-07")}

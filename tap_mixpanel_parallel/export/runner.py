@@ -245,24 +245,30 @@ class PartitionRunner:
         if throttle.streak > MAX_THROTTLE_STREAK:
             self.throttled_out.set()
             return (
-                f"{exc.message} Mixpanel answered 429 through {MAX_THROTTLE_STREAK} pauses in a"
-                " row without one successful request: the run starts no more partitions."
+                f"gave up after {MAX_THROTTLE_STREAK} pauses for 429s in a row without one"
+                f" successful request (the run starts no more partitions); {exc.message}"
             )
         if exc.retry_after is None:
             why = "no Retry-After"
         elif throttle.capped_from is not None:
             why = (
-                f"Retry-After {throttle.capped_from:.0f}s, capped at {RETRY_AFTER_CAP_SECONDS:.0f}s"
+                f"Retry-After {_seconds(throttle.capped_from)},"
+                f" capped at {_seconds(RETRY_AFTER_CAP_SECONDS)}"
             )
         else:
-            why = f"Retry-After {exc.retry_after:g}s"
+            why = f"Retry-After {_seconds(exc.retry_after)}"
         self._logger.warning(
-            "partition %s: Mixpanel throttled the run (HTTP 429, %s): every worker waits %.0fs"
+            "partition %s: Mixpanel throttled the run (HTTP 429, %s): every worker waits %s"
             " (pause %d of at most %d in a row; 429s do not count against max_retries)",
             planned.partition,
             why,
-            throttle.seconds,
+            _seconds(throttle.seconds),
             throttle.streak,
             MAX_THROTTLE_STREAK,
         )
         return ""
+
+
+def _seconds(value: float) -> str:
+    """Whole seconds in a log line, a tenth below ten (short test waits stay readable)."""
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
