@@ -32,6 +32,12 @@ class Faults:
     ``echo_credentials`` makes every 401 body repeat the ``Authorization`` header it received,
     its base64 token and the decoded ``user:secret``, as careless proxies and gateways do: a
     tap must redact whatever an error body carries before logging it.
+
+    Mixpanel's odder answers, all deterministic: ``error_message`` words ``status_override`` as
+    Mixpanel's error JSON (which echoes the request, dates included); ``throttle_first`` and
+    ``drip_seconds`` act before any other fault but ``status_override``; ``gzip_trailer_cut``
+    takes the first attempts of each range before the random draws; ``extra_lines`` are added
+    to the body whatever else happens to it.
     """
 
     seed: int = field(
