@@ -743,6 +743,7 @@ FLAG_VALUES = {
     "--error-message": "Timeout Error.",
     "--throttle-first": "2",
     "--drip-seconds": "0.5",
+    "--drip-headers": None,
     "--gzip-trailer-cut": "1",
 }
 
@@ -787,6 +788,7 @@ def test_every_flag_means_the_keyword_of_the_same_name():
             error_message="Timeout Error.",
             throttle_first=2,
             drip_seconds=0.5,
+            drip_headers=True,
             gzip_trailer_cut=1,
         ),
     )
@@ -867,6 +869,17 @@ def test_drip_sends_a_content_length_body_a_byte_at_a_time():
     assert int(response.headers["Content-Length"]) > 100
     assert "Transfer-Encoding" not in response.headers
     assert first == b'{"e'
+    slow_headers = Faults(drip_seconds=0.01, drip_headers=True)
+    with FakeMixpanel(start=START, days=5, events_per_day=1, faults=slow_headers) as f:
+        host, port = f.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(
+                b"GET " + EXPORT_PATH.encode() + b"?from_date=2024-01-01&to_date=2024-01-01"
+                b"&project_id=12345 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                + base64.b64encode(b"svc-user:svc-secret")
+                + b"\r\n\r\n"
+            )
+            assert conn.recv(100) == b"H", "the status line comes a byte at a time"
 
 
 def test_extra_lines_are_appended_verbatim_to_exports_covering_their_day():

@@ -278,10 +278,17 @@ def test_a_credential_echo_across_the_read_limit_never_shows_half_a_token(
 # -- broken bodies -------------------------------------------------------------------------------
 
 
-def test_a_drip_cannot_hold_a_request_past_request_timeout(fake_server, run_tap):
-    # ~20 KB at one byte per 0.5 s would take hours; each byte resets a socket timeout
-    server = fake_server(start=START, days=7, events_per_day=5, faults=Faults(drip_seconds=0.5))
-    run = run_tap(base_config(server, request_timeout=2, max_retries=0), timeout=90)
+@pytest.mark.parametrize("drip_headers", [False, True], ids=["body-drips", "headers-drip"])
+def test_a_drip_cannot_hold_a_request_past_request_timeout(fake_server, run_tap, drip_headers):
+    # A byte a second resets a socket timeout each time: the ~90 bytes of headers alone would
+    # outlast the 60 s this run is given, the ~20 KB body would take hours.
+    server = fake_server(
+        start=START,
+        days=7,
+        events_per_day=5,
+        faults=Faults(drip_seconds=1.0, drip_headers=drip_headers),
+    )
+    run = run_tap(base_config(server, request_timeout=2, max_retries=0), timeout=60)
     assert run.returncode == 1, run.stderr[-3000:]
     assert run.records == []
     (failed,) = run.bookmark["failed_partitions"]

@@ -69,9 +69,10 @@ def export_lines(
                 timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
             )
         except requests.RequestException as exc:
+            if watchdog.fired.is_set():
+                raise _timed_out(timeout) from None
             raise transport_error(exc, settings.secrets) from None
         with response:
-            watchdog.watch(response)
             if response.status_code != 200:
                 raise status_error(response, settings.secrets, settings.project_id)
             try:

@@ -13,9 +13,14 @@ import re
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.http.errors import (
     ExportError,
     TransientError,
@@ -44,6 +49,9 @@ def new_session(authorization: str, user_agent: str, accept: str) -> requests.Se
             "User-Agent": user_agent,
         }
     )
+    adapter = _WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     return session
 
 
@@ -79,50 +87,100 @@ class Watchdog:
     """Holds a request to a wall-clock deadline that no trickle of bytes can push back.
 
     Socket timeouts only bound the wait for the next byte, so a server sending one byte a
-    second keeps a request alive for ever. At the deadline a timer thread shuts the response's
-    socket down: the blocked read returns at once and the reader, seeing :attr:`fired`, reports
-    a timeout. The timer runs from before the request is sent until the body is read; until
-    the response headers arrive there is no socket to shut down, and that wait is bounded by
-    the read timeout (``request_timeout`` too) instead.
+    second (of its headers or of its body) keeps a request alive for ever. While a watchdog is
+    entered, the sessions of :func:`new_session` hand it the socket of each request this thread
+    sends; at the deadline a timer thread shuts that socket down: the blocked read returns at
+    once and the reader, seeing :attr:`fired`, reports a timeout.
     """
 
     def __init__(self, seconds: float) -> None:
         self.fired = threading.Event()
         self._lock = threading.Lock()
-        self._response: requests.Response | None = None
+        self._sockets: list[socket.socket] = []
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
 
     def __enter__(self) -> Watchdog:
+        _watching.dog = self
         self._timer.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._timer.cancel()
+        _watching.dog = None
 
-    def watch(self, response: requests.Response) -> None:
-        """From now on the deadline closes this response's connection."""
+    def watch(self, sock: socket.socket | None) -> None:
+        """From now on the deadline ends reads on ``sock``."""
+        if not isinstance(sock, socket.socket):
+            return
         with self._lock:
-            self._response = response
+            self._sockets.append(sock)
         if self.fired.is_set():
-            _shut_down(response)
+            _shut_down(sock)
 
     def _fire(self) -> None:
         self.fired.set()
         with self._lock:
-            response = self._response
-        if response is not None:
-            _shut_down(response)
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
 
 
-def _shut_down(response: requests.Response) -> None:
-    """Wake any thread blocked reading this response: its socket reads end of stream."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if isinstance(sock, socket.socket):
-        # The plain socket's shutdown, also for TLS: SSLSocket.shutdown would drop the TLS
-        # state under the reading thread's feet; this only ends the stream beneath it.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+#: The watchdog of the request this thread has in flight, if any.
+_watching = threading.local()
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """Wake any thread blocked reading ``sock``: its reads end of stream."""
+    # The plain socket's shutdown, also for TLS: SSLSocket.shutdown would drop the TLS state
+    # under the reading thread's feet; this only ends the stream beneath it.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _hand_to_watchdog(connection: HTTPConnection) -> None:
+    dog: Watchdog | None = getattr(_watching, "dog", None)
+    if dog is not None:
+        dog.watch(connection.sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Hands its socket to this thread's watchdog once the request is sent (headers unread)."""
+
+    @override
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _hand_to_watchdog(self)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    """The same for HTTPS."""
+
+    @override
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _hand_to_watchdog(self)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, its connections known to the watchdog (urllib3's own extension point:
+    a pool manager's ``pool_classes_by_scheme``)."""
+
+    @override
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
 
 
 class SessionPool:

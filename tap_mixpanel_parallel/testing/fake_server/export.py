@@ -44,7 +44,7 @@ def handle(app: FakeMixpanel, request: Request) -> None:
     if faults.drip_seconds is not None:
         request.outcome.fault = "drip"
         data = b"".join(_lines(app, query, snap, faults))
-        _send_drip(app, request, data, faults.drip_seconds)
+        _send_drip(app, request, data, faults)
         return
     plan = decide(
         faults, dates, in_flight=request.in_flight, next_attempt=app.next_attempt, dates=dates
@@ -117,19 +117,23 @@ def _lines(app: FakeMixpanel, query: Query, snap: Snapshot, faults: Faults) -> I
                 yield line.encode() + b"\n"
 
 
-def _send_drip(app: FakeMixpanel, request: Request, data: bytes, seconds: float) -> None:
-    """A whole ``Content-Length`` body, one byte at a time: each byte resets a read timeout."""
+def _send_drip(app: FakeMixpanel, request: Request, data: bytes, faults: Faults) -> None:
+    """A whole ``Content-Length`` body, one byte at a time (with ``drip_headers``, from the
+    status line on): each byte resets a client's read timeout."""
     wire, handler = request.wire, request.handler
     wire.status, wire.started = 200, True
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/plain; charset=utf-8")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    for i in range(len(data)):
-        handler.wfile.write(data[i : i + 1])
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(data)
+    )
+    if not faults.drip_headers:
+        handler.wfile.write(head)
+        head = b""
+    for i, byte in enumerate(head + data):
+        handler.wfile.write(bytes((byte,)))
         handler.wfile.flush()
-        wire.bytes_sent += 1
-        stall(app.stopping, seconds)
+        wire.bytes_sent += i >= len(head)
+        stall(app.stopping, faults.drip_seconds or 0.0)
 
 
 def _send_streamed(

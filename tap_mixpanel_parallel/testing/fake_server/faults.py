@@ -106,6 +106,9 @@ class Faults:
         default=None,
         metadata=doc("a 200 with Content-Length whose body comes one byte every this many seconds"),
     )
+    drip_headers: bool = field(
+        default=False, metadata=doc("with drip_seconds, the status line and headers drip too")
+    )
     gzip_trailer_cut: int = field(
         default=0,
         metadata=doc(
