@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -144,6 +145,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Attempts per partition beyond the first",
     ),
     th.Property(
+        "rate_limit_wait",
+        th.NumberType(exclusive_minimum=0),
+        default=30,
+        description="Seconds every worker waits after a 429 without Retry-After, doubled for"
+        " each such pause in a row (at most 10x)",
+    ),
+    th.Property(
         "query_max_workers",
         th.IntegerType(minimum=1, maximum=20),
         default=5,
@@ -235,6 +243,7 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    rate_limit_wait: float
     #: Scheme and host of the Query, App and legacy ``/api/2.0`` APIs (or ``api_url``).
     query_host: str
     #: True with a service account; the legacy project secret reaches fewer APIs.
@@ -294,6 +303,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            rate_limit_wait=_positive(config, "rate_limit_wait"),
             query_host=_host(config, QUERY_HOSTS),
             service_account=not config.get("api_secret"),
             query_max_workers=_int(config, "query_max_workers"),
@@ -422,7 +432,8 @@ def _positive(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key)
     if value is None:
         return float(default_of(key))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    # The SDK reads a JSON config's fractions as Decimal.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)
     return float(value)

@@ -12,9 +12,9 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import PROJECT_ID, SECRET, TAP, base_config
 
 from tap_mixpanel_parallel.testing.fake_server import Faults
+from tests.helpers import PROJECT_ID, SECRET, TAP, base_config
 
 START = dt.date(2024, 1, 1)
 QUERY_STREAMS = ("engage", "cohorts", "cohort_members", "annotations")
@@ -27,6 +27,7 @@ def query_config(server, **overrides):
         query_max_requests_per_hour=100000,
         max_retries=8,
         engage_page_size=50,
+        rate_limit_wait=0.2,  # a bare 429 waits this, doubling: short here
     )
     config.update(overrides)
     return config

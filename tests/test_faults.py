@@ -19,18 +19,27 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from conftest import PROJECT_ID, SECRET, TAP, USER, base_config, expected_ids, parse_messages
 
 from tap_mixpanel_parallel.testing.fake_server import Faults
+from tests.helpers import (
+    PROJECT_ID,
+    SECRET,
+    TAP,
+    USER,
+    all_ids,
+    assert_exactly_once,
+    base_config,
+    expected_ids,
+    export_requests,
+    parse_messages,
+    wait_for,
+    wait_until_idle,
+)
 
 D = dt.date
 START = D(2024, 1, 1)
 WEEK = dt.timedelta(days=7)
 TOKEN = base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
-
-
-def export_requests(server):
-    return [r for r in server.requests_log if r.path.startswith("/api/2.0/export")]
 
 
 def weeks(n):
@@ -41,35 +50,11 @@ def weeks(n):
     ]
 
 
-def all_ids(server):
-    return sorted(expected_ids(server, server.start_date, server.today))
-
-
 def assert_no_secret(*runs):
     for run in runs:
         text = run.stdout + run.stderr
         assert SECRET not in text, "the service-account secret leaked into the output"
         assert TOKEN not in text, "the base64 credentials leaked into the output"
-
-
-def assert_exactly_once(run, server):
-    ids = run.insert_ids()
-    dupes = [i for i, n in Counter(ids).items() if n > 1]
-    assert not dupes, f"{len(dupes)} events emitted more than once"
-    assert sorted(ids) == all_ids(server), "events missing (or unexpected) in the output"
-
-
-def wait_until_idle(server, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while server.in_flight and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def wait_for(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def faults_fired(server):
@@ -92,7 +77,8 @@ def test_cuts_429s_and_a_concurrency_cap_still_give_every_event_once(
             seed=200, cut_rate=0.3, rate_429=0.1, retry_after=retry_after, max_concurrent=3
         ),
     )
-    run = run_tap(base_config(server, max_workers=6))
+    # A bare 429 waits rate_limit_wait (30 s by default, doubling): short here, to keep it quick.
+    run = run_tap(base_config(server, max_workers=6, rate_limit_wait=0.3))
     assert_no_secret(run)
     assert run.returncode == 0, run.stderr[-3000:]
     assert_exactly_once(run, server)

@@ -240,7 +240,7 @@ def test_funnel_bookmarks_round_trip_and_never_settle_today():
 def test_uncharged_slots_skip_the_hourly_budget_but_not_a_429_pause():
     import threading
 
-    from test_limiter import FakeClock, make
+    from tests.test_limiter import FakeClock, make
 
     clock = FakeClock()
     limiter = make(clock, max_concurrent=5, per_second=1000, per_hour=2)

@@ -1,10 +1,11 @@
 """One request's retries under a shared limiter, for APIs answered in one body.
 
-Each attempt takes a limiter slot; a retryable error waits python-backoff's exponential
-delay with full jitter (at least a ``Retry-After``), and a 429 also pauses and narrows every
-other worker of the same limiter, since being over budget is never one worker's problem.
-Fatal and rejected errors and the last retryable one are raised to the caller, who knows
-what failing means for its unit of work.
+Each attempt takes a limiter slot. A 429 pauses every worker of the same limiter (its
+``Retry-After``, else the limiter's growing wait) and narrows their concurrency, since being
+over budget is never one worker's problem; it does not spend ``max_retries``, but
+``max_throttle_streak`` pauses in a row without a success give up. Any other retryable error
+waits python-backoff's exponential delay with full jitter. Fatal and rejected errors and the
+last retryable one are raised to the caller, who knows what failing means for its unit.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def with_retries(
     stop: threading.Event,
     max_retries: int,
     on_retry: OnRetry,
+    max_throttle_streak: int,
     charge: bool = True,
     backoff_factor: float = 1.0,
 ) -> T:
@@ -43,7 +45,7 @@ def with_retries(
     """
     delays = backoff.expo(factor=backoff_factor, max_value=MAX_BACKOFF_SECONDS)
     next(delays)  # the first value of python-backoff generators is a priming value
-    attempts = 0
+    attempts = failures = 0
     while True:
         if stop.is_set():
             raise StopRequested
@@ -54,11 +56,16 @@ def with_retries(
         except ExportError as exc:
             if stop.is_set():
                 raise StopRequested from None
-            if exc.fatal or not exc.retryable or attempts > max_retries:
-                raise
-            delay = max(backoff.full_jitter(next(delays)), exc.retry_after or 0.0)
             if isinstance(exc, RateLimited):
-                limiter.throttled(delay)
+                throttle = limiter.throttled(exc.retry_after)
+                if throttle.streak > max_throttle_streak:
+                    raise
+                on_retry(attempts, exc, throttle.seconds)
+                continue  # the limiter holds the next slot until the pause is over
+            failures += 1
+            if exc.fatal or not exc.retryable or failures > max_retries:
+                raise
+            delay = backoff.full_jitter(next(delays))
             on_retry(attempts, exc, delay)
             if stop.wait(delay):
                 raise StopRequested from None

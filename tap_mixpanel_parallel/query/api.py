@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from tap_mixpanel_parallel.export.runner import MAX_THROTTLE_STREAK
 from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.http.retry import with_retries
@@ -44,6 +45,7 @@ class QueryApi:
             max_concurrent=settings.query_max_workers,
             per_second=QUERY_REQUESTS_PER_SECOND,
             per_hour=settings.query_max_requests_per_hour,
+            bare_429_seconds=settings.rate_limit_wait,
             on_wait=lambda seconds, why: logger.info(
                 "Query API rate limit (%s): waiting %.0fs before the next request", why, seconds
             ),
@@ -82,6 +84,7 @@ class QueryApi:
             limiter=self.limiter,
             stop=self.stop_event,
             max_retries=self.settings.max_retries,
+            max_throttle_streak=MAX_THROTTLE_STREAK,
             on_retry=on_retry,
         )
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tap_mixpanel_parallel.export.runner import Status
+from tap_mixpanel_parallel.export.runner import MAX_THROTTLE_STREAK, Status
 from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
 from tap_mixpanel_parallel.http.retry import with_retries
@@ -331,6 +331,7 @@ class QueryRunner:
                 limiter=self._limiter,
                 stop=self.stop_event,
                 max_retries=self._max_retries,
+                max_throttle_streak=MAX_THROTTLE_STREAK,
                 on_retry=on_retry,
                 charge=page == 0 or self._charge_pages,
                 backoff_factor=self._backoff_factor,
