@@ -90,6 +90,7 @@ def fetch_body(
             error = status_error(response, settings.secrets, settings.project_id, api=api)
             if (
                 in_session
+                and not error.fatal
                 and response.status_code in SESSION_GONE_STATUSES
                 and "session" in error.message.lower()
             ):
