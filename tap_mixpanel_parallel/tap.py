@@ -24,7 +24,7 @@ from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.export.stream import EventsStream
 from tap_mixpanel_parallel.output import StdoutWriter
 from tap_mixpanel_parallel.query.api import QueryApi
-from tap_mixpanel_parallel.query.base import QueryStream, RunInterrupted
+from tap_mixpanel_parallel.query.base import QueryStream, RunStopped
 from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
 from tap_mixpanel_parallel.query.funnels import FunnelsStream
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
@@ -155,7 +155,7 @@ class TapMixpanelParallel(SyncHooks):
         """The SDK's sync, with the errors that end a run turned into one line each."""
         try:
             super().run_streams()
-        except RunInterrupted:
+        except RunStopped:
             pass  # after_sync reports it; the last STATE written is the one to resume from
         except StateError as exc:
             self.logger.error("invalid state: %s", exc)

@@ -23,12 +23,13 @@ from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_thr
 from tap_mixpanel_parallel.settings import Settings
 
 
-class RunInterrupted(BaseException):
-    """A signal stopped the query streams: no stream may start after this one.
+class RunStopped(BaseException):
+    """A signal or an error no retry can fix (credentials, plan) ends the run after this stream.
 
-    A ``BaseException``, like ``KeyboardInterrupt``: it is not an error of the stream, and the
-    SDK logs every ``Exception`` out of a stream as one. The tap catches it after the stream's
-    last STATE was written.
+    Raised once the stream's last STATE, if any, was written, so no later stream starts and no
+    later STATE is written (the state stays as given, or as the last complete unit left it). A
+    ``BaseException``, like ``KeyboardInterrupt``: the SDK logs every ``Exception`` out of a
+    stream as a crash, and this is an orderly stop; the tap catches it and reports the outcome.
     """
 
 
@@ -68,15 +69,16 @@ class QueryStream(PartitionBookmarks):
 
     @override
     def get_records(self, context: Any) -> Iterable[dict[str, Any]]:
-        """:meth:`read`, unless the run is stopping; after a signal, end the run here.
+        """:meth:`read`, unless the run is stopping; after a signal or a fatal error, end the
+        run here.
 
         A deselected stream reads nothing, even when synced anyway (the SDK's dry run syncs
         every stream): ``cohort_members`` costs a query per cohort.
         """
         if self.selected and not self.api.interrupted and not self.halted():
             yield from self.read()
-        if self.api.interrupted:
-            raise RunInterrupted
+        if self.api.interrupted or self.outcome.fatal:
+            raise RunStopped
 
     def read(self) -> Iterable[dict[str, Any]]:
         """The stream's records (written to stdout directly in the fast path)."""
