@@ -348,3 +348,26 @@ def test_a_signal_mid_query_emits_nothing_of_it_and_starts_no_stream(fake_server
     states = [m["value"] for m in messages if m["type"] == "STATE"]
     assert states and all(s["bookmarks"]["engage"] == state["bookmarks"]["engage"] for s in states)
     assert "interrupted" in stderr
+
+
+def test_a_plan_without_the_query_api_fails_those_streams_not_the_export(
+    fake_server, run_tap, catalog_for
+):
+    server = fake_server(start=START, days=3, events_per_day=4, profiles=50)
+    server.routes = {
+        path: (handler if path == "/api/2.0/export" else _answer_402)
+        for path, handler in server.routes.items()
+    }
+    config = query_config(server)
+    run = run_tap(config, extra_args=catalog_for(config, "engage", "cohorts", "events"))
+    assert run.returncode == 1, run.stderr
+    assert len(records_of(run, "events")) == 12
+    assert records_of(run, "engage") == []
+    for stream in ("engage", "cohorts"):
+        assert f"stream {stream} failed" in run.stderr
+    assert "plan does not include the Query API" in run.stderr
+    assert "retrying" not in run.stderr
+
+
+def _answer_402(app, request):
+    app.send_error(request, 402)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import requests
 
-from tap_mixpanel_parallel.http.errors import ExportError, TransientError
+from tap_mixpanel_parallel.http.errors import ExportError, PartitionRejected, TransientError
 from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
     status_error,
@@ -24,6 +24,8 @@ from tap_mixpanel_parallel.settings import Settings
 CHUNK_BYTES = 256 * 1024
 #: What the Query and App APIs answer with.
 QUERY_ACCEPT = "application/json"
+#: Mixpanel's answer when the project's plan does not include an API.
+PLAN_LACKS_API = 402
 #: Statuses with which Mixpanel is taken to say a paging session is gone (undocumented).
 SESSION_GONE_STATUSES = (400, 404, 410)
 
@@ -95,6 +97,9 @@ def fetch_body(
                 and "session" in error.message.lower()
             ):
                 raise SessionExpired(error.message)
+            if response.status_code == PLAN_LACKS_API:
+                # A plan may include the export but not this API: fail this stream, not the run.
+                raise PartitionRejected(error.message)
             raise error
         chunks: list[bytes] = []
         try:
