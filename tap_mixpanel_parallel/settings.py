@@ -135,6 +135,12 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=5,
         description="Attempts per partition beyond the first",
     ),
+    th.Property(
+        "max_spool_mb",
+        th.IntegerType(minimum=1),
+        default=4096,
+        description="Bound on spool files in TMPDIR, in MiB; fetching ahead waits while it is reached",
+    ),
 ).to_dict()
 
 
@@ -188,6 +194,7 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    max_spool_mb: int
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -237,6 +244,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            max_spool_mb=_int(config, "max_spool_mb"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 

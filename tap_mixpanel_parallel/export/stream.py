@@ -30,7 +30,7 @@ from tap_mixpanel_parallel.export.state import (
 )
 from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
-from tap_mixpanel_parallel.output import copy_file_to_stdout
+from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
 from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings, today_in
@@ -178,7 +178,7 @@ class EventsStream(PartitionBookmarks):
             for result in self.runner.run(plan):
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and fast:
-                    copy_file_to_stdout(result.spool)
+                    STDOUT.copy_file(result.spool)
                     if self._record_counter is not None:
                         self._record_counter.increment(result.records)
                 elif result.spool is not None:
