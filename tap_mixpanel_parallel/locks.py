@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -43,3 +45,32 @@ def read_owner(path: Path) -> str:
     with contextlib.suppress(OSError, ValueError):
         return str(int(path.read_text().strip()))
     return "?"
+
+
+#: Locks this process holds until it ends.
+_held: list[int] = []
+
+
+def hold_state_lock(state_file: str) -> str | None:
+    """Lock ``state_file`` for this run; the other run's pid when one already holds it.
+
+    The lock file lives in the temporary directory, named after the state file's real path,
+    so two runs given the same file through different paths still meet. A state that is not
+    a regular file (stdin, a pipe) has nothing to key on and is not locked; nor is anything
+    when the temporary directory cannot hold a lock file.
+    """
+    path = Path(state_file)
+    try:
+        if not path.is_file():
+            return None
+        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        lock = Path(tempfile.gettempdir()) / f"tap-mixpanel-parallel.state-{key}.lock"
+        fd = try_lock(lock, create=True)
+    except OSError:
+        return None
+    if fd is None:
+        return read_owner(lock)
+    with contextlib.suppress(OSError):
+        write_owner(fd)
+    _held.append(fd)
+    return None

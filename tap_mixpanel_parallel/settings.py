@@ -139,7 +139,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         "max_spool_mb",
         th.IntegerType(minimum=1),
         default=4096,
-        description="Bound on spool files in TMPDIR, in MiB; fetching ahead waits while it is reached",
+        description="Bound on spool files in TMPDIR, in MiB;"
+        " fetching ahead waits while it is reached",
     ),
 ).to_dict()
 
