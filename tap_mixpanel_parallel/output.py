@@ -5,8 +5,9 @@ partitions. Both go through :data:`STDOUT`, which
 
 - writes with ``os.write`` and resumes after partial writes, because ``BufferedWriter.write``
   on a pipe drops bytes when a handled signal interrupts a partial ``write(2)``;
-- copies partitions in chunks that end on a newline, so a process killed between two writes
-  leaves no cut line for the target;
+- writes whole lines only: copies go in chunks that end on a newline, and into a pipe each
+  ``write(2)`` takes only as many whole lines as the pipe has room for, so it is never left
+  half done and even SIGKILL leaves no cut line for the target;
 - after a stop signal, stops at a line boundary once :data:`STOP_GRACE_SECONDS` are over. A
   pipe's reader that is still alive but no longer reads (Meltano, once it was told to stop,
   no longer forwards the tap's output) would otherwise keep the tap blocked in ``write(2)``
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import select
 import shutil
 import stat
+import struct
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +46,12 @@ STOP_GRACE_SECONDS = 5.0
 #: accepts nothing for that long after a stop is taken as gone.
 LINE_GRACE_SECONDS = 5.0
 _POLL_SLICE_MS = 200
+#: Asked of the kernel for stdout's pipe: fewer, larger writes (the usual limit for any user).
+PIPE_BYTES = 1 << 20
+#: Room kept free in a pipe's reckoning: a page the reader is part way through is not
+#: reusable until it finishes it.
+_PIPE_SLACK_BYTES = 4096
+_ROOM_WAIT_SECONDS = 0.005
 
 
 class StopWriting(Exception):
@@ -61,6 +71,7 @@ class Stdout:
         self._exit: Callable[[], NoReturn] | None = None
         self._fd: int | None = None
         self._made_nonblocking = False
+        self._pipe_bytes: int | None = None
 
     def begin_stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """A stop signal came: writes go on for ``grace`` seconds, then end at a line."""
@@ -130,7 +141,25 @@ class Stdout:
                 os.set_blocking(fd, False)
                 self._made_nonblocking = True
                 atexit.register(self.restore)
+            self._pipe_bytes = _pipe_capacity(fd) if stat.S_ISFIFO(mode) else None
         return fd
+
+    def _piece_end(self, fd: int, data: bytes | bytearray, offset: int) -> int:
+        """Where the next ``write(2)`` should end: whole lines that fit, or ``offset`` to wait."""
+        if self._pipe_bytes is None:
+            return len(data)
+        room = self._pipe_bytes - _PIPE_SLACK_BYTES - _unread(fd)
+        if room <= 0:
+            return offset
+        if len(data) - offset <= room:
+            return len(data)
+        cut = data.rfind(b"\n", offset, offset + room) + 1
+        if cut > offset:
+            return cut
+        line_end = data.find(b"\n", offset) + 1 or len(data)
+        if line_end - offset > self._pipe_bytes - _PIPE_SLACK_BYTES:
+            return offset + room  # a line longer than the pipe can only go in pieces
+        return offset
 
     def _stopping_now(self) -> bool:
         return self._exit is not None or (
@@ -148,8 +177,13 @@ class Stdout:
                     if self._finish_line(fd, data, offset) < len(data):
                         self._stop()
                     break
+                end = self._piece_end(fd, data, offset)
+                if end == offset:
+                    _wait_writable(fd, _POLL_SLICE_MS)
+                    time.sleep(_ROOM_WAIT_SECONDS)  # room for a slot is not room for a line
+                    continue
                 try:
-                    offset += os.write(fd, memoryview(data)[offset:])
+                    offset += os.write(fd, memoryview(data)[offset:end])
                 except BlockingIOError:
                     _wait_writable(fd, _POLL_SLICE_MS)
         finally:
@@ -180,6 +214,29 @@ class Stdout:
 
 
 STDOUT = Stdout()
+
+
+def _pipe_capacity(fd: int) -> int | None:
+    """The pipe's size, raised to :data:`PIPE_BYTES` when the kernel allows it."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if set_size is None or get_size is None:
+        return None  # not Linux: plain writes
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, set_size, PIPE_BYTES)
+    try:
+        return int(fcntl.fcntl(fd, get_size))
+    except OSError:
+        return None
+
+
+def _unread(fd: int) -> int:
+    """Bytes written to the pipe and not yet read."""
+    try:
+        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 def _wait_writable(fd: int, timeout_ms: int) -> None:

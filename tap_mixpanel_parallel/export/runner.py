@@ -154,7 +154,9 @@ class PartitionRunner:
                     future = pool.submit(self._run_one, submitted, planned[submitted], spool)
                     pending.append((submitted, future))
                     submitted += 1
-                if not pending:
+                if not pending or self.stop_event.is_set():
+                    # A stop hands over nothing more, even partitions already spooled: writing
+                    # them out could take as long as the run itself.
                     break
                 head, future = pending[0]
                 budget.set_head(head)
