@@ -26,7 +26,9 @@ from tap_mixpanel_parallel.testing.fake_server import (
     TERMINATED_EARLY_LINE,
     FakeMixpanel,
     Faults,
+    ServerConfig,
 )
+from tap_mixpanel_parallel.testing.fake_server.cli import build_parser, config_from_args
 
 START = date(2024, 1, 1)
 AUTH = ("svc-user", "svc-secret")
@@ -699,3 +701,111 @@ def test_start_is_idempotent_and_context_manager_stops():
     with pytest.raises(ValueError, match="days"):
         FakeMixpanel(start=START, days=-1)
     assert FakeMixpanel(start=START, days=3).today == START + timedelta(days=2)
+
+
+# Every flag scripts, benchmarks and the README use, with a value that is not its default: the
+# flags are derived from the option fields, so renaming a field would silently rename a flag.
+FLAG_VALUES = {
+    "--start": "2024-01-01",
+    "--days": "3",
+    "--events-per-day": "7",
+    "--today": "2024-01-05",
+    "--timezone": "Asia/Tokyo",
+    "--event-bytes": "800",
+    "--late-fraction": "0.25",
+    "--late-days": "2",
+    "--duplicate-rate": "0.5",
+    "--project-id": "9",
+    "--api-secret": "legacy",
+    "--latency": "0.5",
+    "--bytes-per-second": "1000",
+    "--throttle-payload": None,
+    "--cache-bodies": None,
+    "--host": "127.0.0.2",
+    "--port": "1234",
+    "--username": "u",
+    "--secret": "p",
+    "--seed": "4",
+    "--cut-rate": "0.1",
+    "--terminated-early-rate": "0.2",
+    "--invalid-json-rate": "0.3",
+    "--rate-429": "0.4",
+    "--retry-after": "2.5",
+    "--rate-5xx": "0.6",
+    "--stall-rate": "0.7",
+    "--stall-seconds": "8",
+    "--max-concurrent": "5",
+    "--fail-date": "2024-01-02",
+    "--status-override": "503",
+    "--echo-credentials": None,
+}
+
+
+def test_every_flag_means_the_keyword_of_the_same_name():
+    argv = [part for flag, value in FLAG_VALUES.items() for part in (flag, value) if part]
+    argv += ["--fail-date", "2024-01-03"]
+    expected = ServerConfig(
+        start=START,
+        days=3,
+        events_per_day=7,
+        today=date(2024, 1, 5),
+        timezone="Asia/Tokyo",
+        event_bytes=800,
+        late_fraction=0.25,
+        late_days=2,
+        duplicate_rate=0.5,
+        service_account=("u", "p"),
+        project_id=9,
+        api_secret="legacy",
+        latency=0.5,
+        bytes_per_second=1000.0,
+        throttle_payload=True,
+        cache_bodies=True,
+        host="127.0.0.2",
+        port=1234,
+        faults=Faults(
+            seed=4,
+            cut_rate=0.1,
+            terminated_early_rate=0.2,
+            invalid_json_rate=0.3,
+            rate_429=0.4,
+            retry_after=2.5,
+            rate_5xx=0.6,
+            stall_rate=0.7,
+            stall_seconds=8.0,
+            max_concurrent=5,
+            fail_dates={"2024-01-02", "2024-01-03"},
+            status_override=503,
+            echo_credentials=True,
+        ),
+    )
+    assert config_from_args(build_parser().parse_args(argv)) == expected
+    # The parser knows no flag beyond these (and --help): a new option is a new row above.
+    parser_flags = {
+        flag for action in build_parser()._actions for flag in action.option_strings
+    } - {"-h", "--help"}
+    assert parser_flags == set(FLAG_VALUES)
+
+
+def test_cli_defaults_are_the_keyword_defaults():
+    config = config_from_args(build_parser().parse_args(["--start", "2024-01-01", "--days", "2"]))
+    assert config == ServerConfig(start=START, days=2)
+    legacy = ["--start", "2024-01-01", "--days", "2", "--api-secret", "s"]
+    assert config_from_args(build_parser().parse_args(legacy)).service_account is None
+    one_half = ["--start", "2024-01-01", "--days", "2", "--api-secret", "s", "--username", "u"]
+    assert config_from_args(build_parser().parse_args(one_half)).service_account == (
+        "u",
+        "svc-secret",
+    )
+
+
+def test_a_config_and_keywords_build_the_same_server():
+    config = ServerConfig(start=START, days=2, events_per_day=3, timezone="Asia/Tokyo")
+    by_config = FakeMixpanel(config)
+    by_keywords = FakeMixpanel(start=START, days=2, events_per_day=3, timezone="Asia/Tokyo")
+    assert list(by_config.events(START, START)) == list(by_keywords.events(START, START))
+    assert by_config.timezone == by_keywords.timezone == "Asia/Tokyo"
+    assert FakeMixpanel(config, days=1).days == 1
+    assert FakeMixpanel(start=START, days=1, faults=None).faults == Faults()
+    with pytest.raises(TypeError, match="bogus"):
+        FakeMixpanel(start=START, days=1, bogus=1)

@@ -103,7 +103,7 @@ class Meltano:
 def meltano_installed(tmp_path_factory) -> Meltano:
     """``meltano install`` once per session, into a temporary system dir."""
     if not MELTANO.exists():
-        unavailable(f"{MELTANO} is missing: pip install -e '.[dev,meltano]'")
+        unavailable(f"{MELTANO} is missing: pip install -e . --group dev")
     home = tmp_path_factory.mktemp("meltano")
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)}
     env.update(CI_ENV)

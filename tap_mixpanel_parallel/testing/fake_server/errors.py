@@ -1,0 +1,65 @@
+"""Error responses as Mixpanel words them, shared by every endpoint."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from http import HTTPStatus
+
+from .faults import Faults
+from .wire import Wire
+
+UNAUTHORIZED = "Unauthorized, invalid username or secret"
+STATUS_TEXT = {
+    400: "Bad request",
+    401: UNAUTHORIZED,
+    402: "Payment required: your plan does not include API access",
+    403: "Forbidden: you do not have permission to export this project's data",
+    404: "Not found",
+    429: "Query rate limit exceeded, please retry later",
+    500: "Internal server error",
+    502: "Bad gateway",
+    503: "Service temporarily unavailable",
+}
+
+
+class HttpError(Exception):
+    """A request refused before any byte of the response: its status and plain-text body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def format_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def echo(authorization: str | None) -> str:
+    """What a careless gateway puts in a 401 body: the credentials it received, every form."""
+    header = authorization or ""
+    token = header[6:].strip() if header.startswith("Basic ") else header
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    return f" (received Authorization: {header}; token {token}; credentials {decoded})"
+
+
+def send_error(wire: Wire, status: int, faults: Faults) -> None:
+    """An injected error status, with the body Mixpanel sends for it."""
+    try:
+        text = STATUS_TEXT.get(status) or HTTPStatus(status).phrase
+    except ValueError:
+        text = f"HTTP {status}"
+    if status != 429:
+        wire.simple(status, text)
+        return
+    # Rate-limit errors come as JSON, the rest as plain text: a tap must cope with both.
+    headers = {}
+    if faults.retry_after is not None:
+        headers["Retry-After"] = format_seconds(faults.retry_after)
+    body = json.dumps({"error": text, "status": "error"})
+    wire.simple(429, body, content_type="application/json", headers=headers)
