@@ -79,6 +79,18 @@ def expected_ids(server: FakeMixpanel, start: dt.date, end: dt.date) -> list[str
     return [e["properties"]["$insert_id"] for e in server.events(start, end)]
 
 
+def tap_args(folder: Path, config: dict[str, Any], state: dict[str, Any] | None) -> list[str]:
+    """The CLI's arguments, with the config (and state) written to fresh files in ``folder``."""
+    config_path = folder / f"config-{time.monotonic_ns()}.json"
+    config_path.write_text(json.dumps(config))
+    args = [TAP, "--config", str(config_path)]
+    if state is not None:
+        state_path = folder / f"state-{time.monotonic_ns()}.json"
+        state_path.write_text(json.dumps(state))
+        args += ["--state", str(state_path)]
+    return args
+
+
 @pytest.fixture
 def run_tap(tmp_path: Path):
     """Run the installed console script, as a user would."""
@@ -91,13 +103,7 @@ def run_tap(tmp_path: Path):
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> TapRun:
-        config_path = tmp_path / f"config-{time.monotonic_ns()}.json"
-        config_path.write_text(json.dumps(config))
-        args = [TAP, "--config", str(config_path), *extra_args]
-        if state is not None:
-            state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
+        args = [*tap_args(tmp_path, config, state), *extra_args]
         proc = subprocess.run(
             args,
             capture_output=True,
@@ -117,13 +123,7 @@ def start_tap(tmp_path: Path):
     procs: list[subprocess.Popen[str]] = []
 
     def start(config: dict[str, Any], state: dict[str, Any] | None = None) -> subprocess.Popen[str]:
-        config_path = tmp_path / f"config-{time.monotonic_ns()}.json"
-        config_path.write_text(json.dumps(config))
-        args = [TAP, "--config", str(config_path)]
-        if state is not None:
-            state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
+        args = tap_args(tmp_path, config, state)
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(proc)
         return proc

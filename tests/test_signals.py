@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TAP, base_config, expected_ids, parse_messages
+from conftest import TAP, base_config, expected_ids, parse_messages, tap_args
 
 from tap_mixpanel_parallel.export.spool import PREFIX
 from tap_mixpanel_parallel.output import STOP_GRACE_SECONDS
@@ -43,13 +43,7 @@ class Tap:
     def __init__(self, tmp_path: Path, config: dict, state: dict | None = None, env=None):
         self.tmpdir = tmp_path / "tmp"
         self.tmpdir.mkdir(exist_ok=True)
-        config_path = tmp_path / f"config-{time.monotonic_ns()}.json"
-        config_path.write_text(json.dumps(config))
-        args = [TAP, "--config", str(config_path)]
-        if state is not None:
-            state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
+        args = tap_args(tmp_path, config, state)
         self.stderr_path = tmp_path / f"stderr-{time.monotonic_ns()}.log"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
@@ -108,6 +102,16 @@ def big_server(fake_server, weeks=3):
     return fake_server(start=START, days=7 * weeks, events_per_day=1500)
 
 
+def caught_mid_partition(fake_server, taps, weeks=3, **settings):
+    """A tap writing partition 1 into a pipe nobody reads, every partition already spooled."""
+    server = big_server(fake_server, weeks)
+    config = base_config(server, **settings)
+    tap = taps(config)
+    tap.read_until_records()
+    wait_for(all_fetched(server, weeks), what="every partition to be spooled")
+    return server, config, tap
+
+
 def all_fetched(server, partitions):
     def check():
         exports = [r for r in server.requests_log if r.path.startswith("/api/2.0/export")]
@@ -138,11 +142,7 @@ def rerun_completes(run_tap, config, messages, server, env):
 def test_sigint_mid_partition_stops_at_the_partition_end_not_after_every_spooled_one(
     fake_server, taps, run_tap
 ):
-    server = big_server(fake_server)
-    config = base_config(server, max_workers=3)
-    tap = taps(config)
-    tap.read_until_records()
-    wait_for(all_fetched(server, 3), what="every partition to be spooled")
+    server, config, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.proc.send_signal(signal.SIGINT)
     tap.drain()  # the reader keeps up: the partition being written can finish
     assert tap.proc.wait(timeout=60) == 130, tap.stderr[-3000:]
@@ -165,11 +165,7 @@ def test_sigint_mid_partition_stops_at_the_partition_end_not_after_every_spooled
 def test_a_reader_that_stops_reading_after_sigterm_cannot_hold_the_tap(fake_server, taps, run_tap):
     # Meltano, told to stop, sends SIGTERM and stops forwarding the tap's output but keeps the
     # pipe open: the tap must still end, at a line boundary, with only whole partitions in STATE.
-    server = big_server(fake_server)
-    config = base_config(server, max_workers=3)
-    tap = taps(config)
-    tap.read_until_records()
-    wait_for(all_fetched(server, 3), what="every partition to be spooled")
+    server, config, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.proc.send_signal(signal.SIGTERM)
     # liveness only, generous for a loaded machine: before the fix this never returned
     assert tap.proc.wait(timeout=120) == 143, tap.stderr[-3000:]
@@ -187,11 +183,7 @@ def test_a_reader_that_stops_reading_after_sigterm_cannot_hold_the_tap(fake_serv
 
 
 def test_grace_over_the_partition_is_cut_at_a_line_and_sent_again(fake_server, taps, run_tap):
-    server = big_server(fake_server)
-    config = base_config(server, max_workers=3)
-    tap = taps(config)
-    tap.read_until_records()
-    wait_for(all_fetched(server, 3), what="every partition to be spooled")
+    server, config, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.proc.send_signal(signal.SIGINT)
     time.sleep(STOP_GRACE_SECONDS + 1)  # the reader is back only after the grace
     tap.drain()
@@ -204,10 +196,7 @@ def test_grace_over_the_partition_is_cut_at_a_line_and_sent_again(fake_server, t
 
 def test_two_different_signals_are_one_stop(fake_server, taps):
     # Ctrl+C under Meltano: SIGINT to the whole group, then Meltano's own SIGTERM
-    server = big_server(fake_server)
-    tap = taps(base_config(server, max_workers=3))
-    tap.read_until_records()
-    wait_for(all_fetched(server, 3), what="every partition to be spooled")
+    _, _, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.proc.send_signal(signal.SIGINT)
     tap.proc.send_signal(signal.SIGTERM)
     tap.drain()
@@ -218,10 +207,7 @@ def test_two_different_signals_are_one_stop(fake_server, taps):
 
 
 def test_the_same_signal_twice_exits_at_once_on_a_line_boundary(fake_server, taps):
-    server = big_server(fake_server)
-    tap = taps(base_config(server, max_workers=3))
-    tap.read_until_records()
-    wait_for(all_fetched(server, 3), what="every partition to be spooled")
+    _, _, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.proc.send_signal(signal.SIGINT)
     wait_for(lambda: "signal 2: stopping" in tap.stderr, what="the first signal's log line")
     tap.proc.send_signal(signal.SIGINT)
@@ -235,10 +221,7 @@ def test_the_same_signal_twice_exits_at_once_on_a_line_boundary(fake_server, tap
 
 
 def test_a_signal_after_everything_was_written_exits_0(fake_server, taps):
-    server = big_server(fake_server, weeks=1)
-    tap = taps(base_config(server))
-    tap.read_until_records()
-    wait_for(all_fetched(server, 1), what="the partition to be spooled")
+    server, _, tap = caught_mid_partition(fake_server, taps, weeks=1)
     tap.proc.send_signal(signal.SIGINT)
     tap.drain()
     code = tap.proc.wait(timeout=60)
@@ -254,11 +237,7 @@ def test_a_signal_after_everything_was_written_exits_0(fake_server, taps):
 def test_sigkill_mid_partition_leaves_no_cut_line_and_the_next_run_removes_its_spools(
     fake_server, taps, run_tap
 ):
-    server = big_server(fake_server)
-    config = base_config(server, max_workers=3)
-    tap = taps(config)
-    tap.read_until_records()
-    wait_for(all_fetched(server, 3), what="every partition to be spooled")
+    _, config, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.kill()
     tap.drain()
     messages = tap.messages()  # what the pipe held ends on a whole line
