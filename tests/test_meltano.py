@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, base_config, expected_ids
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel, Faults
+from tests.helpers import SECRET, base_config, expected_ids
 
 pytestmark = pytest.mark.meltano
 
