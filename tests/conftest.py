@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +12,7 @@ from typing import Any
 import pytest
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
-from tests.helpers import PROJECT_ID, SECRET, TAP, USER, TapRun, parse_messages
-
-
-def tap_args(folder: Path, config: dict[str, Any], state: dict[str, Any] | None) -> list[str]:
-    """The CLI's arguments, with the config (and state) written to fresh files in ``folder``."""
-    config_path = folder / f"config-{time.monotonic_ns()}.json"
-    config_path.write_text(json.dumps(config))
-    args = [TAP, "--config", str(config_path)]
-    if state is not None:
-        state_path = folder / f"state-{time.monotonic_ns()}.json"
-        state_path.write_text(json.dumps(state))
-        args += ["--state", str(state_path)]
-    return args
+from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
 
 
 @pytest.fixture

@@ -84,3 +84,15 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.02)
+
+
+def tap_args(folder: Path, config: dict[str, Any], state: dict[str, Any] | None) -> list[str]:
+    """The CLI's arguments, with the config (and state) written to fresh files in ``folder``."""
+    config_path = folder / f"config-{time.monotonic_ns()}.json"
+    config_path.write_text(json.dumps(config))
+    args = [TAP, "--config", str(config_path)]
+    if state is not None:
+        state_path = folder / f"state-{time.monotonic_ns()}.json"
+        state_path.write_text(json.dumps(state))
+        args += ["--state", str(state_path)]
+    return args

@@ -20,21 +20,22 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TAP, base_config, expected_ids, parse_messages, tap_args
 
 from tap_mixpanel_parallel.export.spool import PREFIX
 from tap_mixpanel_parallel.output import STOP_GRACE_SECONDS
+from tests.helpers import (
+    TAP,
+    base_config,
+    expected_ids,
+    export_requests,
+    parse_messages,
+    tap_args,
+    wait_for,
+)
 
 D = dt.date
 START = D(2024, 1, 1)
 WEEK_1 = (START, D(2024, 1, 7))
-
-
-def wait_for(condition, timeout=60.0, what="a condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Tap:
@@ -108,14 +109,13 @@ def caught_mid_partition(fake_server, taps, weeks=3, **settings):
     config = base_config(server, **settings)
     tap = taps(config)
     tap.read_until_records()
-    wait_for(all_fetched(server, weeks), what="every partition to be spooled")
+    wait_for(all_fetched(server, weeks), timeout=60)
     return server, config, tap
 
 
 def all_fetched(server, partitions):
     def check():
-        exports = [r for r in server.requests_log if r.path.startswith("/api/2.0/export")]
-        return len(exports) >= partitions and server.in_flight == 0
+        return len(export_requests(server)) >= partitions and server.in_flight == 0
 
     return check
 
@@ -209,7 +209,7 @@ def test_two_different_signals_are_one_stop(fake_server, taps):
 def test_the_same_signal_twice_exits_at_once_on_a_line_boundary(fake_server, taps):
     _, _, tap = caught_mid_partition(fake_server, taps, max_workers=3)
     tap.proc.send_signal(signal.SIGINT)
-    wait_for(lambda: "signal 2: stopping" in tap.stderr, what="the first signal's log line")
+    wait_for(lambda: "signal 2: stopping" in tap.stderr)
     tap.proc.send_signal(signal.SIGINT)
     # nobody reads stdout: the exit must not wait for the reader, nor for the grace
     assert tap.proc.wait(timeout=60) == 130, tap.stderr[-3000:]
@@ -336,8 +336,8 @@ def test_max_spool_mb_holds_fetching_ahead_back(fake_server, taps):
     def spooled() -> int:
         return sum(f.stat().st_size for d in tap.spool_dirs() for f in d.iterdir())
 
-    wait_for(lambda: "spool files reached max_spool_mb (1 MiB)" in tap.stderr, what="the bound")
-    wait_for(lambda: len(server.requests_log) >= 4, what="every partition to be requested")
+    wait_for(lambda: "spool files reached max_spool_mb (1 MiB)" in tap.stderr)
+    wait_for(lambda: len(server.requests_log) >= 4)
     time.sleep(1)  # time enough for unbounded fetch-ahead to spool every partition
     peak = spooled()
     tap.drain()

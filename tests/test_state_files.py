@@ -10,7 +10,8 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import TAP, base_config, expected_ids, parse_messages
+
+from tests.helpers import TAP, base_config, expected_ids, parse_messages
 
 D = dt.date
 START = D(2024, 1, 1)
