@@ -8,7 +8,8 @@ twice, and memory stays bounded by the disk instead of by the size of a partitio
 Results come back in plan order. That keeps the bookmark simple (it covers exactly what was
 emitted) and makes a stop clean: everything after the first unfinished partition is owed
 again, nothing before it is. A look-ahead window bounds how many partitions may be fetched
-or spooled ahead of the one the main thread is waiting for.
+or spooled ahead of the one the main thread is waiting for, and a byte budget (see
+:class:`~tap_mixpanel_parallel.export.spool.SpoolBudget`) bounds how much disk they take.
 
 Workers only fetch, parse and write their spool files; the main thread alone writes Singer
 messages and touches state.
