@@ -151,7 +151,7 @@ class PartitionRunner:
                     and not self._halted()
                     and not (pending and budget.full())
                 ):
-                    spool = spool_dir.path / f"{submitted:06d}.jsonl"
+                    spool = _spool_path(spool_dir, submitted)
                     future = pool.submit(self._run_one, submitted, planned[submitted], spool)
                     pending.append((submitted, future))
                     submitted += 1
@@ -166,8 +166,8 @@ class PartitionRunner:
                     break
                 pending.popleft()
                 yield result
-                if result.spool is not None:
-                    result.spool.unlink(missing_ok=True)
+                # A failed partition's spool too: what it holds will never be emitted.
+                _spool_path(spool_dir, result.index).unlink(missing_ok=True)
                 budget.release(result.index)
                 if result.status is Status.FATAL:
                     break
@@ -248,3 +248,7 @@ class PartitionRunner:
                 )
                 if self.stop_event.wait(delay):
                     return result(Status.STOPPED)
+
+
+def _spool_path(spool_dir: SpoolDir, index: int) -> Path:
+    return spool_dir.path / f"{index:06d}.jsonl"
