@@ -14,6 +14,11 @@ partitions. Both go through :data:`STDOUT`, which
   forever. So a pipe or socket is written in non-blocking mode and waited for with ``poll``,
   which lets the tap look at the clock. Before any signal a slow reader is waited for as long
   as it takes: a target may pause for minutes to load a batch.
+
+Non-blocking mode belongs to the open file, which stdout may share with stderr (``2>&1``) or
+with the shell's next command. On Linux a pipe is therefore opened afresh through
+``/proc/self/fd`` and only that private copy is made non-blocking; elsewhere (and for a
+socket) stdout itself is, and is given back blocking when the tap exits.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class Stdout:
         self.writing = False
         self._exit: Callable[[], NoReturn] | None = None
         self._fd: int | None = None
+        self._out: int | None = None
+        self._private = False
         self._made_nonblocking = False
         self._pipe_bytes: int | None = None
 
@@ -90,10 +97,14 @@ class Stdout:
 
     def restore(self) -> None:
         """Give stdout back as it was found (blocking), for whoever shares it after us."""
-        if self._made_nonblocking and self._fd is not None:
-            self._made_nonblocking = False
+        if self._private and self._out is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._out)
+        elif self._made_nonblocking and self._fd is not None:
             with contextlib.suppress(OSError):
                 os.set_blocking(self._fd, True)
+        self._fd = self._out = None
+        self._private = self._made_nonblocking = False
 
     def write(self, data: bytes | bytearray) -> None:
         """Write ``data`` (whole lines) to stdout; raises :class:`StopWriting` when stopping."""
@@ -131,18 +142,28 @@ class Stdout:
             self.write(carry)
 
     def _prepare(self, fd: int) -> int:
-        if fd != self._fd:
-            self.restore()
-            self._fd = fd
-            mode = os.fstat(fd).st_mode
-            # Regular files and terminals never block for long; a pipe or socket blocks as
-            # long as its reader does not read.
-            if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and os.get_blocking(fd):
-                os.set_blocking(fd, False)
-                self._made_nonblocking = True
-                atexit.register(self.restore)
-            self._pipe_bytes = _pipe_capacity(fd) if stat.S_ISFIFO(mode) else None
-        return fd
+        """The descriptor to write ``fd``'s data to, made ready once per stdout."""
+        if fd == self._fd and self._out is not None:
+            return self._out
+        self.restore()
+        self._fd = self._out = fd
+        mode = os.fstat(fd).st_mode
+        # Regular files and terminals never block for long; a pipe or socket blocks as long
+        # as its reader does not read.
+        if stat.S_ISFIFO(mode):
+            private = _reopen_nonblocking(fd)
+            if private is not None:
+                self._out, self._private = private, True
+        if (
+            not self._private
+            and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
+            and os.get_blocking(fd)
+        ):
+            os.set_blocking(fd, False)
+            self._made_nonblocking = True
+            atexit.register(self.restore)
+        self._pipe_bytes = _pipe_capacity(self._out) if stat.S_ISFIFO(mode) else None
+        return self._out
 
     def _piece_end(self, fd: int, data: bytes | bytearray, offset: int) -> int:
         """Where the next ``write(2)`` should end: whole lines that fit, or ``offset`` to wait."""
@@ -214,6 +235,14 @@ class Stdout:
 
 
 STDOUT = Stdout()
+
+
+def _reopen_nonblocking(fd: int) -> int | None:
+    """A private, non-blocking descriptor on the same pipe (Linux), or None."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _pipe_capacity(fd: int) -> int | None:

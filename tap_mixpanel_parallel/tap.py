@@ -235,6 +235,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
 
 def _stdout_to_devnull() -> None:
     """Let interpreter shutdown flush stdout without a second BrokenPipeError."""
+    STDOUT.restore()  # drops the writer's own descriptor on the pipe too
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
