@@ -359,3 +359,30 @@ def test_max_spool_mb_holds_fetching_ahead_back(fake_server, taps):
     # other worker that passed the check before the bound was reached; far from everything
     assert peak <= first + 4 * (1 << 20)
     assert peak < everything / 2
+
+
+def fd_flags(pid: int, fd: int) -> int:
+    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("flags:"):
+            return int(line.split()[1], 8)
+    raise AssertionError("no flags")
+
+
+def test_stdout_shared_with_stderr_is_not_made_non_blocking(fake_server, taps):
+    # `tap 2>&1 | target`: stdout and stderr are one open file. The tap's writes are
+    # non-blocking, but only through a copy of its own: made on the shared file, a log line
+    # written while the reader lags would fail with EAGAIN, and so would the shell's next
+    # command writing into the same pipe.
+    _, _, tap = caught_mid_partition(fake_server, taps, max_workers=3)
+    pid = tap.proc.pid
+    assert not fd_flags(pid, 1) & os.O_NONBLOCK
+    assert not fd_flags(pid, 2) & os.O_NONBLOCK
+    own = [
+        fd
+        for fd in map(int, os.listdir(f"/proc/{pid}/fd"))
+        if fd > 2 and os.readlink(f"/proc/{pid}/fd/{fd}") == os.readlink(f"/proc/{pid}/fd/1")
+    ]
+    assert own, "the tap writes to its pipe through a copy of its own"
+    assert all(fd_flags(pid, fd) & os.O_NONBLOCK for fd in own)
+    tap.drain()
+    assert tap.proc.wait(timeout=60) == 0
