@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -142,6 +143,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Bound on spool files in TMPDIR, in MiB;"
         " fetching ahead waits while it is reached",
     ),
+    th.Property(
+        "rate_limit_wait",
+        th.NumberType(exclusive_minimum=0),
+        default=30,
+        description="Seconds every worker waits after a 429 without Retry-After, doubled for"
+        " each such pause in a row (at most 10x)",
+    ),
 ).to_dict()
 
 
@@ -196,6 +204,7 @@ class Settings:
     request_timeout: float
     max_retries: int
     max_spool_mb: int
+    rate_limit_wait: float
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -246,6 +255,7 @@ class Settings:
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
             max_spool_mb=_int(config, "max_spool_mb"),
+            rate_limit_wait=_positive(config, "rate_limit_wait"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 
@@ -349,7 +359,8 @@ def _positive(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key)
     if value is None:
         return float(default_of(key))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    # The SDK reads a JSON config's fractions as Decimal.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)
     return float(value)
