@@ -150,7 +150,7 @@ def test_partitions_larger_than_the_spool_bound_all_finish_in_order():
     def attempt(planned, sink, stop):
         for _ in range(3000):  # ~3 MB a partition, three times the bound
             sink.write(chunk)
-        return 3000
+        return Spooled(3000)
 
     r = PartitionRunner(
         attempt=attempt,
