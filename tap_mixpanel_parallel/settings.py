@@ -145,6 +145,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Attempts per partition beyond the first",
     ),
     th.Property(
+        "max_spool_mb",
+        th.IntegerType(minimum=1),
+        default=4096,
+        description="Bound on spool files in TMPDIR, in MiB;"
+        " fetching ahead waits while it is reached",
+    ),
+    th.Property(
         "rate_limit_wait",
         th.NumberType(exclusive_minimum=0),
         default=30,
@@ -243,6 +250,7 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    max_spool_mb: int
     rate_limit_wait: float
     #: Scheme and host of the Query, App and legacy ``/api/2.0`` APIs (or ``api_url``).
     query_host: str
@@ -303,6 +311,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            max_spool_mb=_int(config, "max_spool_mb"),
             rate_limit_wait=_positive(config, "rate_limit_wait"),
             query_host=_host(config, QUERY_HOSTS),
             service_account=not config.get("api_secret"),

@@ -52,6 +52,8 @@ class QueryApi:
         )
         self.sessions = SessionPool(settings.authorization, user_agent, QUERY_ACCEPT)
         self.stop_event = threading.Event()
+        #: True when a signal cut a query stream short: what it was reading is still owed.
+        self.cut = False
         self._runner: Stoppable | None = None
 
     @property

@@ -17,7 +17,7 @@ from singer_sdk import Tap, metrics
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.output import copy_file_to_stdout
+from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings
@@ -77,6 +77,8 @@ class QueryStream(PartitionBookmarks):
         """
         if self.selected and not self.api.interrupted and not self.halted():
             yield from self.read()
+            if self.api.interrupted:
+                self.api.cut = True
         if self.api.interrupted or self.outcome.fatal:
             raise RunStopped
 
@@ -130,7 +132,17 @@ class QueryStream(PartitionBookmarks):
         """Send spooled pages in order: copied as RECORD lines, or yielded for the SDK."""
         for path in paths:
             if fast:
-                copy_file_to_stdout(path)
+                try:
+                    STDOUT.copy_file(path)
+                except StopWriting:
+                    self.api.cut = True
+                    self.logger.warning(
+                        "%s: stopped while writing; the records sent so far have no STATE, so"
+                        " the next run sends them again (a target that upserts on the key"
+                        " properties keeps each once)",
+                        self.name,
+                    )
+                    raise
             else:
                 with open(path, "rb") as fh:
                     for line in fh:
