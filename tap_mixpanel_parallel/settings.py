@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -135,6 +137,33 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=5,
         description="Attempts per partition beyond the first",
     ),
+    th.Property(
+        "sanitize_text",
+        th.BooleanType,
+        default=False,
+        description="Replace NUL characters (at any depth of properties, keys included) and"
+        " invalid UTF-8 with U+FFFD, which PostgreSQL can store; off: properties byte for byte",
+    ),
+    th.Property(
+        "batch_messages",
+        th.BooleanType,
+        default=False,
+        description="Send each finished partition as Singer SDK BATCH files (JSONL) instead of"
+        " RECORD messages; only for loaders that read BATCH (SDK targets such as"
+        " target-postgres)",
+    ),
+    th.Property(
+        "batch_dir",
+        th.StringType,
+        description="Folder for BATCH files (default: tap-mixpanel-parallel-batches in the"
+        " system temporary folder); a run removes the files earlier runs left there",
+    ),
+    th.Property(
+        "batch_max_records",
+        th.IntegerType(minimum=1),
+        default=10000,
+        description="Records per BATCH file at most (the loader holds one file in memory)",
+    ),
 ).to_dict()
 
 
@@ -188,6 +217,10 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    sanitize_text: bool
+    batch_messages: bool
+    batch_dir: Path
+    batch_max_records: int
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -237,6 +270,10 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            sanitize_text=_bool(config, "sanitize_text"),
+            batch_messages=_bool(config, "batch_messages"),
+            batch_dir=_batch_dir(config),
+            batch_max_records=_int(config, "batch_max_records"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 
@@ -344,6 +381,18 @@ def _positive(config: Mapping[str, Any], key: str) -> float:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)
     return float(value)
+
+
+def _bool(config: Mapping[str, Any], key: str) -> bool:
+    value = config.get(key)
+    return bool(default_of(key) if value is None else value)
+
+
+def _batch_dir(config: Mapping[str, Any]) -> Path:
+    value = config.get("batch_dir")
+    if value in (None, ""):
+        return Path(tempfile.gettempdir()) / "tap-mixpanel-parallel-batches"
+    return Path(str(value)).expanduser().absolute()
 
 
 def _event_names(config: Mapping[str, Any]) -> tuple[str, ...]:

@@ -32,12 +32,13 @@ class ExportWorkers:
         def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> int:
             stamp = dt.datetime.now(dt.timezone.utc).isoformat()
             count = 0
+            occurrences: dict[str, int] = {}  # per attempt: a retry counts from scratch
             encode = encoder.encode
             write = sink.write
             lines = export_lines(self._sessions.get(), settings, planned.partition, stop)
             for line_no, line in enumerate(lines, 1):
                 if line and not line.isspace():  # no per-line copy, as strip() makes
-                    write(encode(line, line_no, stamp))
+                    write(encode(line, line_no, stamp, occurrences))
                     count += 1
             return count
 
