@@ -142,7 +142,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         th.BooleanType,
         default=False,
         description="Replace NUL characters (at any depth of properties, keys included) and"
-        " invalid UTF-8 with U+FFFD, which PostgreSQL can store; off: properties byte for byte",
+        " invalid UTF-8 with U+FFFD, which PostgreSQL can store; when off, properties stay byte"
+        " for byte",
     ),
     th.Property(
         "batch_messages",

@@ -70,6 +70,7 @@ class FakeMixpanel:
             late_fraction=config.late_fraction,
             late_days=config.late_days,
             duplicate_rate=config.duplicate_rate,
+            awkward_events=config.awkward_events,
         )
         self.routes: dict[str, Endpoint] = dict(ROUTES)
         self.cache = BodyCache()
@@ -178,7 +179,7 @@ class FakeMixpanel:
             time_in_ms=time_in_ms,
         )
         for line in self.data.lines(query, self.snapshot()):
-            yield json.loads(line)
+            yield json.loads(line.decode("utf-8", "replace"))
 
     def add_days(self, n: int) -> None:
         """More days arrive: the dataset and ``today`` move forward together."""
