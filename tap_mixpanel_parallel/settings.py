@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -390,10 +391,18 @@ def _bool(config: Mapping[str, Any], key: str) -> bool:
 
 
 def _batch_dir(config: Mapping[str, Any]) -> Path:
+    """The BATCH folder; when BATCH is on, checked writable now rather than after the fetch."""
     value = config.get("batch_dir")
     if value in (None, ""):
-        return Path(tempfile.gettempdir()) / "tap-mixpanel-parallel-batches"
-    return Path(str(value)).expanduser().absolute()
+        path = Path(tempfile.gettempdir()) / "tap-mixpanel-parallel-batches"
+    else:
+        path = Path(str(value)).expanduser().absolute()
+    if _bool(config, "batch_messages"):
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            msg = f"batch_dir: cannot create or write {str(path)!r}; choose a writable folder"
+            raise SettingsError(msg)
+    return path
 
 
 def _event_names(config: Mapping[str, Any]) -> tuple[str, ...]:
