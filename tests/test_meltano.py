@@ -421,14 +421,19 @@ def assert_awkward_events_loaded(schema: str, server, start: dt.date, end: dt.da
         if e["event"] not in AWKWARD
     ]
     assert len(ordinary) == len(set(ordinary)), "an event was loaded twice"
-    assert sorted(ordinary) == sorted(expected)
+    # Mixpanel's duplicates (the same $insert_id sent twice, here within one BATCH file)
+    # keep one row
+    assert len(expected) > len(set(expected))
+    assert sorted(ordinary) == sorted(set(expected))
 
 
 @pytest.mark.postgres
 def test_events_without_insert_id_nul_and_bad_utf8_load_once_across_lookback(
     schema, meltano, fake_server
 ):
-    server = fake_server(start=D(2024, 1, 1), days=10, events_per_day=20, awkward_events=True)
+    server = fake_server(
+        start=D(2024, 1, 1), days=10, events_per_day=20, awkward_events=True, duplicate_rate=0.2
+    )
     target = {"TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
     log = succeeded(meltano.run("target-postgres", {**tap_env(server, lookback_days=3), **target}))
     assert "BATCH files go to" in log
