@@ -3,8 +3,8 @@
 #   bash scripts/demo.sh                    # -> output/events.jsonl
 #   bash scripts/demo.sh target-postgres    # -> schema mixpanel_demo (needs PostgreSQL, see README)
 #
-# From a fresh clone it creates .venv, installs the tap and Meltano into it (pip install -e
-# ".[meltano]"), installs the Meltano plugins (meltano install), starts the project's fake Mixpanel
+# From a fresh clone it creates .venv, installs the tap and Meltano into it (pip install -e .
+# --group meltano), installs the Meltano plugins (meltano install), starts the project's fake Mixpanel
 # server on a free loopback port, runs
 #   meltano --environment=demo run --full-refresh tap-mixpanel-parallel[--records] <loader>
 # against it, shows what arrived, and stops the server. The `demo` environment in meltano.yml
@@ -41,9 +41,10 @@ if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
 if [ ! -x .venv/bin/meltano ] || [ ! -x .venv/bin/tap-mixpanel-parallel ]; then
-    step "pip install -e '.[meltano]'"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[meltano]"
+    step "pip install -e . --group meltano"
+    # pip >= 25.1 installs PEP 735 dependency groups (--group).
+    .venv/bin/python -m pip install -q --upgrade "pip>=25.1"
+    .venv/bin/python -m pip install -q -e . --group meltano
 fi
 MELTANO=.venv/bin/meltano
 

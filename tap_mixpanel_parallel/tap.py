@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
@@ -48,7 +49,9 @@ class TapMixpanelParallel(SyncHooks):
         PluginCapabilities.STRUCTURED_LOGGING,
     ]
 
-    config_jsonschema = CONFIG_SCHEMA
+    # A copy: the SDK appends its built-in settings (stream maps, flattening) to the tap's
+    # schema, and CONFIG_SCHEMA must stay the tap's own settings only.
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
 
     _settings: Settings | None = None
 

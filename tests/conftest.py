@@ -2,81 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
-
-USER = "svc-user-test"
-SECRET = "svc-secret-7c1f9e2d"  # distinctive, so a leak is easy to find in any output
-PROJECT_ID = 4242
-TAP = str(Path(sys.executable).with_name("tap-mixpanel-parallel"))
-
-
-def base_config(server: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
-    """A config for the fake server, with budgets loose enough for quick tests."""
-    config: dict[str, Any] = {
-        "service_account_username": USER,
-        "service_account_secret": SECRET,
-        "project_id": PROJECT_ID,
-        "api_url": server.url,
-        "start_date": server.start_date.isoformat(),
-        "end_date": server.today.isoformat(),
-        "max_requests_per_second": 50,
-        "max_requests_per_hour": 10000,
-        "lookback_days": 0,
-    }
-    config.update(overrides)
-    return config
-
-
-@dataclass
-class TapRun:
-    """What one CLI run printed, parsed."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [m["record"] for m in self.messages if m["type"] == "RECORD"]
-
-    @property
-    def states(self) -> list[dict[str, Any]]:
-        return [m["value"] for m in self.messages if m["type"] == "STATE"]
-
-    @property
-    def last_state(self) -> dict[str, Any]:
-        return self.states[-1]
-
-    @property
-    def bookmark(self) -> dict[str, Any]:
-        return self.last_state["bookmarks"]["events"]
-
-    def insert_ids(self) -> list[str]:
-        return [r["insert_id"] for r in self.records]
-
-
-def parse_messages(stdout: str) -> list[dict[str, Any]]:
-    """Every stdout line must be a whole Singer message: a partial line fails here."""
-    return [json.loads(line) for line in stdout.splitlines() if line]
-
-
-def expected_ids(server: FakeMixpanel, start: dt.date, end: dt.date) -> list[str]:
-    return [e["properties"]["$insert_id"] for e in server.events(start, end)]
+from tests.helpers import PROJECT_ID, SECRET, TAP, USER, TapRun, parse_messages
 
 
 @pytest.fixture

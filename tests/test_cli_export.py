@@ -6,15 +6,10 @@ import datetime as dt
 import itertools
 from collections import Counter
 
-from conftest import SECRET, base_config, expected_ids
-
 from tap_mixpanel_parallel.testing.fake_server import Faults
+from tests.helpers import SECRET, base_config, expected_ids, export_requests
 
 D = dt.date
-
-
-def export_requests(server):
-    return [r for r in server.requests_log if r.path.startswith("/api/2.0/export")]
 
 
 def test_every_event_exactly_once_in_inclusive_weeks(fake_server, run_tap):

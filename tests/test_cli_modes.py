@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import subprocess
 
-from conftest import SECRET, TAP, base_config, expected_ids
+from tests.helpers import SECRET, TAP, base_config, expected_ids
 
 D = dt.date
 

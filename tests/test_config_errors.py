@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import SECRET, base_config
+from tests.helpers import SECRET, base_config
 
 DROP = object()
 

@@ -19,18 +19,24 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from conftest import PROJECT_ID, SECRET, TAP, USER, base_config, expected_ids, parse_messages
 
 from tap_mixpanel_parallel.testing.fake_server import Faults
+from tests.helpers import (
+    PROJECT_ID,
+    SECRET,
+    TAP,
+    USER,
+    base_config,
+    expected_ids,
+    export_requests,
+    parse_messages,
+    wait_for,
+)
 
 D = dt.date
 START = D(2024, 1, 1)
 WEEK = dt.timedelta(days=7)
 TOKEN = base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
-
-
-def export_requests(server):
-    return [r for r in server.requests_log if r.path.startswith("/api/2.0/export")]
 
 
 def weeks(n):
@@ -63,13 +69,6 @@ def wait_until_idle(server, timeout=10.0):
     deadline = time.monotonic() + timeout
     while server.in_flight and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def wait_for(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def faults_fired(server):

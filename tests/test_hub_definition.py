@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TAP
 
 from tap_mixpanel_parallel.tap import TapMixpanelParallel
+from tests.helpers import TAP
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_DIR = ROOT / "hub" / "_data" / "meltano" / "extractors" / "tap-mixpanel-parallel"

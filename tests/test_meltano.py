@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, base_config, expected_ids
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel, Faults
+from tests.helpers import SECRET, base_config, expected_ids
 
 pytestmark = pytest.mark.meltano
 
@@ -106,7 +106,7 @@ class Meltano:
 def meltano_installed(tmp_path_factory) -> Meltano:
     """``meltano install`` once per session, into a temporary system dir."""
     if not MELTANO.exists():
-        unavailable(f"{MELTANO} is missing: pip install -e '.[dev,meltano]'")
+        unavailable(f"{MELTANO} is missing: pip install -e . --group dev")
     home = tmp_path_factory.mktemp("meltano")
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)}
     env.update(CI_ENV)

@@ -21,11 +21,11 @@ import termios
 import time
 
 import pytest
-from conftest import SECRET, TAP, base_config
 
 from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
 from tap_mixpanel_parallel.export.runner import PartitionResult, Status
 from tap_mixpanel_parallel.progress import BAR_WIDTH, Progress, wants_bar
+from tests.helpers import SECRET, TAP, base_config
 
 D = dt.date
 BAR_RE = re.compile(rf"\[[#-]{{{BAR_WIDTH}}}\] (\d+)/(\d+) partitions (\d+) records (\d+)/s")

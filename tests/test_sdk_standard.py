@@ -5,11 +5,11 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 
-from conftest import PROJECT_ID, SECRET, USER
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from tap_mixpanel_parallel.tap import TapMixpanelParallel
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
+from tests.helpers import PROJECT_ID, SECRET, USER
 
 # get_tap_test_class needs the config when the class is built, so the server starts at import.
 _SERVER = FakeMixpanel(
