@@ -13,11 +13,11 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
-from conftest import TAP, base_config, expected_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.batch import LOCK_NAME, BatchFiles
+from tests.helpers import TAP, base_config, expected_ids
 
 D = dt.date
 

@@ -63,7 +63,7 @@ def test_quick_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
 @pytest.mark.meltano
 def test_quick_main_job_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
     """The real meltano run into PostgreSQL, the tap alone and the floors, each once."""
-    from test_meltano import psql, unavailable
+    from tests.test_meltano import psql, unavailable
 
     try:
         psql("SELECT 1")
