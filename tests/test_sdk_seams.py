@@ -66,3 +66,16 @@ def test_stream_map_internals_used_by_the_fast_path():
             SameRecordTransform.__init__
         ), name
     assert isinstance(inspect.getattr_static(Stream, "stream_maps"), property)
+
+
+def test_batch_message_helpers_used_by_write_batch_message():
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, SDKBatchMessage
+
+    assert parameters(Stream._write_batch_message) == ["self", "encoding", "manifest"]
+    message = SDKBatchMessage(
+        stream="events",
+        encoding=BaseBatchFileEncoding(format="jsonl", compression=None),
+        manifest=["file:///tmp/x.jsonl"],
+    )
+    assert message.to_dict()["type"] == "BATCH"
+    assert message.to_dict()["encoding"]["format"] == "jsonl"
