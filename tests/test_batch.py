@@ -143,3 +143,20 @@ def test_tap_alone_passes_awkward_properties_byte_for_byte(fake_server, tmp_path
     }
     assert len(keys) == 3
     assert all(k.startswith(b"h:") for k in keys)
+
+
+def test_stream_maps_need_records_so_batch_messages_give_way(fake_server, run_tap, tmp_path):
+    server = fake_server(start=D(2024, 1, 1), days=2, events_per_day=4)
+    config = base_config(
+        server,
+        batch_messages=True,
+        batch_dir=str(tmp_path / "batches"),
+        stream_maps={"events": {"source": "'mixpanel'"}},
+    )
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [m for m in run.messages if m["type"] == "RECORD"]
+    assert len(records) == 8
+    assert all(r["record"]["source"] == "mixpanel" for r in records)
+    assert "BATCH" not in [m["type"] for m in run.messages]
+    assert "batch_messages is on, but stream maps" in run.stderr
