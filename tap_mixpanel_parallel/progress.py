@@ -71,6 +71,7 @@ class Progress:
         self.ok = 0
         self.failed = 0
         self.records = 0
+        self.skipped = 0
         self.bar = wants_bar(self.stream) if bar is None else bar
         self._lock = threading.RLock()
         self._shown = 0  # characters of the bar now on the terminal's last line
@@ -88,6 +89,7 @@ class Progress:
             if result.ok:
                 self.ok += 1
                 self.records += result.records
+                self.skipped += result.skipped
             elif result.status is not Status.FATAL:
                 self.failed += 1
         attempts = f"{result.attempts} attempt{'' if result.attempts == 1 else 's'}"
@@ -101,6 +103,15 @@ class Progress:
                 result.seconds,
                 attempts,
             )
+            if result.skipped:
+                self.logger.warning(
+                    "partition %s: %d event%s skipped, no record can hold %s: %s",
+                    result.planned.partition,
+                    result.skipped,
+                    "" if result.skipped == 1 else "s",
+                    "it" if result.skipped == 1 else "them",
+                    "; ".join(result.skip_notes),
+                )
         else:
             self.logger.error(
                 "partition %d/%d %s: %s after %s in %.1fs: %s",
@@ -127,6 +138,8 @@ class Progress:
             f" {self.failed} failed, {owed} not run, {seconds:.1f}s,"
             f" {self.records / seconds:.0f} records/s"
         )
+        if self.skipped:
+            text += f"; {self.skipped} event{'' if self.skipped == 1 else 's'} skipped (see above)"
         if self.bar:
             with self._lock:
                 if self.total:

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -139,6 +140,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Attempts per partition beyond the first",
     ),
     th.Property(
+        "rate_limit_wait",
+        th.NumberType(exclusive_minimum=0),
+        default=30,
+        description="Seconds every worker waits after a 429 without Retry-After, doubled for"
+        " each such pause in a row (at most 10x)",
+    ),
+    th.Property(
         "sanitize_text",
         th.BooleanType,
         default=False,
@@ -219,6 +227,7 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    rate_limit_wait: float
     sanitize_text: bool
     batch_messages: bool
     batch_dir: Path
@@ -272,6 +281,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            rate_limit_wait=_positive(config, "rate_limit_wait"),
             sanitize_text=_bool(config, "sanitize_text"),
             batch_messages=_bool(config, "batch_messages"),
             batch_dir=_batch_dir(config),
@@ -379,7 +389,8 @@ def _positive(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key)
     if value is None:
         return float(default_of(key))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    # The SDK reads a JSON config's fractions as Decimal.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)
     return float(value)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,23 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.02)
+
+
+def wait_until_idle(server: FakeMixpanel, timeout: float = 10.0) -> None:
+    """Until no request is in flight: the server logs a request once its handler is done."""
+    deadline = time.monotonic() + timeout
+    while server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def all_ids(server: FakeMixpanel) -> list[str]:
+    """Every event the server holds, sorted by ``$insert_id``."""
+    return sorted(expected_ids(server, server.start_date, server.today))
+
+
+def assert_exactly_once(run: TapRun, server: FakeMixpanel) -> None:
+    """The run emitted every event of the server once, and nothing else."""
+    ids = run.insert_ids()
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    assert not dupes, f"{len(dupes)} events emitted more than once"
+    assert sorted(ids) == all_ids(server), "events missing (or unexpected) in the output"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -739,6 +740,12 @@ FLAG_VALUES = {
     "--fail-date": "2024-01-02",
     "--status-override": "503",
     "--echo-credentials": None,
+    "--echo-padding": "4000",
+    "--error-message": "Timeout Error.",
+    "--throttle-first": "2",
+    "--drip-seconds": "0.5",
+    "--drip-headers": None,
+    "--gzip-trailer-cut": "1",
 }
 
 
@@ -779,6 +786,12 @@ def test_every_flag_means_the_keyword_of_the_same_name():
             fail_dates={"2024-01-02", "2024-01-03"},
             status_override=503,
             echo_credentials=True,
+            echo_padding=4000,
+            error_message="Timeout Error.",
+            throttle_first=2,
+            drip_seconds=0.5,
+            drip_headers=True,
+            gzip_trailer_cut=1,
         ),
     )
     assert config_from_args(build_parser().parse_args(argv)) == expected
@@ -811,3 +824,71 @@ def test_a_config_and_keywords_build_the_same_server():
     assert FakeMixpanel(start=START, days=1, faults=None).faults == Faults()
     with pytest.raises(TypeError, match="bogus"):
         FakeMixpanel(start=START, days=1, bogus=1)
+
+
+# -- Mixpanel's odder answers ---------------------------------------------------------------------
+
+
+def test_error_message_answers_with_mixpanels_error_json_echoing_the_request():
+    faults = Faults(status_override=400, error_message="Unable to authenticate request")
+    with FakeMixpanel(start=START, days=5, faults=faults) as fake:
+        response = export(fake, from_date="2024-01-01", to_date="2024-01-02")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "Unable to authenticate request"
+    assert body["request"].startswith(EXPORT_PATH + "?")
+    assert "to_date=2024-01-02" in body["request"]
+
+
+def test_throttle_first_answers_429_then_serves():
+    with FakeMixpanel(start=START, days=5, faults=Faults(throttle_first=2)) as fake:
+        statuses = [export(fake, from_date="2024-01-01", to_date="2024-01-01").status_code]
+        statuses += [export(fake, from_date="2024-01-02", to_date="2024-01-02").status_code]
+        statuses += [export(fake, from_date="2024-01-01", to_date="2024-01-01").status_code]
+    assert statuses == [429, 429, 200]
+
+
+def test_gzip_trailer_cut_ends_cleanly_on_whole_lines_but_never_completes_the_gzip():
+    with FakeMixpanel(
+        start=START, days=5, events_per_day=40, faults=Faults(gzip_trailer_cut=1)
+    ) as f:
+        first = export(f, from_date="2024-01-01", to_date="2024-01-05", stream=True)
+        raw = first.raw.read(decode_content=False)
+        second = export(f, from_date="2024-01-01", to_date="2024-01-05")
+    assert first.headers["Content-Encoding"] == "gzip"
+    decoder = zlib.decompressobj(31)
+    text = decoder.decompress(raw)
+    assert not decoder.eof, "the gzip stream ended although its trailer was cut"
+    assert text.endswith(b"\n") and 0 < text.count(b"\n") < 200
+    assert len(lines_of(second)) == 200
+
+
+def test_drip_sends_a_content_length_body_a_byte_at_a_time():
+    with FakeMixpanel(start=START, days=5, events_per_day=1, faults=Faults(drip_seconds=0.01)) as f:
+        response = export(f, from_date="2024-01-01", to_date="2024-01-01", stream=True)
+        first = response.raw.read(3)
+        response.close()
+    assert int(response.headers["Content-Length"]) > 100
+    assert "Transfer-Encoding" not in response.headers
+    assert first == b'{"e'
+    slow_headers = Faults(drip_seconds=0.01, drip_headers=True)
+    with FakeMixpanel(start=START, days=5, events_per_day=1, faults=slow_headers) as f:
+        host, port = f.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(
+                b"GET " + EXPORT_PATH.encode() + b"?from_date=2024-01-01&to_date=2024-01-01"
+                b"&project_id=12345 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                + base64.b64encode(b"svc-user:svc-secret")
+                + b"\r\n\r\n"
+            )
+            assert conn.recv(100) == b"H", "the status line comes a byte at a time"
+
+
+def test_extra_lines_are_appended_verbatim_to_exports_covering_their_day():
+    faults = Faults(extra_lines={"2024-01-02": ["not json at all", '{"event":"x"}']})
+    with FakeMixpanel(start=START, days=5, events_per_day=3, faults=faults) as fake:
+        covering = export(fake, from_date="2024-01-01", to_date="2024-01-03").text.splitlines()
+        other = export(fake, from_date="2024-01-04", to_date="2024-01-05").text.splitlines()
+    assert covering[-2:] == ["not json at all", '{"event":"x"}']
+    assert len(covering) == 11
+    assert len(other) == 6

@@ -26,11 +26,14 @@ from tests.helpers import (
     SECRET,
     TAP,
     USER,
+    all_ids,
+    assert_exactly_once,
     base_config,
     expected_ids,
     export_requests,
     parse_messages,
     wait_for,
+    wait_until_idle,
 )
 
 D = dt.date
@@ -47,28 +50,11 @@ def weeks(n):
     ]
 
 
-def all_ids(server):
-    return sorted(expected_ids(server, server.start_date, server.today))
-
-
 def assert_no_secret(*runs):
     for run in runs:
         text = run.stdout + run.stderr
         assert SECRET not in text, "the service-account secret leaked into the output"
         assert TOKEN not in text, "the base64 credentials leaked into the output"
-
-
-def assert_exactly_once(run, server):
-    ids = run.insert_ids()
-    dupes = [i for i, n in Counter(ids).items() if n > 1]
-    assert not dupes, f"{len(dupes)} events emitted more than once"
-    assert sorted(ids) == all_ids(server), "events missing (or unexpected) in the output"
-
-
-def wait_until_idle(server, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while server.in_flight and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def faults_fired(server):
@@ -91,7 +77,8 @@ def test_cuts_429s_and_a_concurrency_cap_still_give_every_event_once(
             seed=200, cut_rate=0.3, rate_429=0.1, retry_after=retry_after, max_concurrent=3
         ),
     )
-    run = run_tap(base_config(server, max_workers=6))
+    # A bare 429 waits rate_limit_wait (30 s by default, doubling): short here, to keep it quick.
+    run = run_tap(base_config(server, max_workers=6, rate_limit_wait=0.3))
     assert_no_secret(run)
     assert run.returncode == 0, run.stderr[-3000:]
     assert_exactly_once(run, server)

@@ -6,13 +6,19 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.http.limiter import (
+    BARE_429_GROWTH,
+    RETRY_AFTER_CAP_SECONDS,
     WINDOW_MARGIN_SECONDS,
     RateLimiter,
     SlidingWindow,
     StopRequested,
+    Throttle,
     per_second_window,
+    throttle_seconds,
 )
 
 
@@ -162,3 +168,39 @@ def test_the_lowered_limit_holds_requests_back():
     limiter.throttled(0.0)
     assert limiter.concurrency == 2
     assert peak_concurrency(limiter) == 2
+
+
+@given(
+    retry_after=st.none() | st.floats(0, 1e9),
+    streak=st.integers(1, 1000),
+    first=st.floats(0.01, 1000),
+)
+def test_throttle_seconds_grow_with_the_streak_and_stay_bounded(retry_after, streak, first):
+    seconds = throttle_seconds(retry_after, streak, first)
+    if retry_after is not None:
+        assert seconds == min(retry_after, RETRY_AFTER_CAP_SECONDS)
+    else:
+        assert first <= seconds <= first * BARE_429_GROWTH
+        assert seconds <= throttle_seconds(None, streak + 1, first)
+
+
+def test_a_bare_429_pause_doubles_per_pause_in_a_row_and_resets_on_success():
+    clock = FakeClock()
+    limiter = make(clock, per_second=100, per_hour=1000)
+    pauses = []
+    for _ in range(6):
+        throttle = limiter.throttled(None)
+        pauses.append((throttle.seconds, throttle.streak))
+        clock.now += throttle.seconds  # the pause passes; the next 429 starts a new one
+    assert pauses == [(30, 1), (60, 2), (120, 3), (240, 4), (300, 5), (300, 6)]
+    same_pause = limiter.throttled(None)  # a 429 from a request already in flight
+    assert same_pause.streak == 7
+    assert limiter.throttled(None).streak == 7
+    limiter.succeeded()
+    clock.now += 1000
+    assert limiter.throttled(None) == Throttle(30, 1)
+
+
+def test_a_huge_retry_after_is_capped_and_says_so():
+    limiter = make(FakeClock(), per_second=100, per_hour=1000)
+    assert limiter.throttled(999999) == Throttle(RETRY_AFTER_CAP_SECONDS, 1, 999999)

@@ -8,7 +8,7 @@ import threading
 import time
 
 from tap_mixpanel_parallel.export.partitions import PlannedPartition, split_date_range
-from tap_mixpanel_parallel.export.runner import PartitionRunner
+from tap_mixpanel_parallel.export.runner import PartitionRunner, Spooled
 from tap_mixpanel_parallel.http.errors import PartitionRejected, RunFatal, StreamCut, TransientError
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 
@@ -36,7 +36,7 @@ def test_results_come_back_in_plan_order_with_their_spools():
         day = planned.partition.from_date.day
         time.sleep(0.05 * ((10 - day) % 4))  # later partitions often finish first
         sink.write(f"{day}\n".encode())
-        return 1
+        return Spooled(1)
 
     results = []
     for r in runner(attempt).run(plan(10)):
@@ -55,7 +55,7 @@ def test_a_retry_starts_the_spool_over():
             sink.write(b"partial line from a cut stream\n")
             raise StreamCut("cut")
         sink.write(b"whole\n")
-        return 1
+        return Spooled(1)
 
     seen = [(r.ok, r.attempts, r.spool.read_bytes()) for r in runner(attempt).run(plan(1))]
     assert seen == [(True, 3, b"whole\n")]
@@ -69,7 +69,7 @@ def test_spool_is_truncated_between_attempts():
         sink.write(b"x" * 100)
         if len(calls) == 1:
             raise TransientError("reset")
-        return 1
+        return Spooled(1)
 
     spools = [r.spool.read_bytes() for r in runner(attempt).run(plan(1))]
     assert calls == [0, 0]
@@ -97,7 +97,7 @@ def test_fatal_error_ends_the_run():
         if planned.partition.from_date.day == 2:
             raise RunFatal("HTTP 401")
         time.sleep(0.01)
-        return 0
+        return Spooled(0)
 
     results = list(runner(attempt, workers=1).run(plan(30)))
     assert [r.status.value for r in results] == ["ok", "fatal"]
@@ -118,7 +118,7 @@ def test_concurrency_and_lookahead_are_bounded():
         time.sleep(0.3 if planned.partition.from_date.day == 1 else 0.01)
         with lock:
             active.pop()
-        return 0
+        return Spooled(0)
 
     run = runner(attempt, workers=3).run(plan(20))
     first = next(run)

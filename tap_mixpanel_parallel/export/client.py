@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 
 import requests
+import urllib3
 
 from tap_mixpanel_parallel.export.partitions import Partition
 from tap_mixpanel_parallel.http.errors import StreamCut, TransientError
 from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
+    Watchdog,
     status_error,
     transport_error,
 )
 from tap_mixpanel_parallel.settings import Settings
 
 CHUNK_BYTES = 256 * 1024
+#: zlib's window bits for a gzip stream with its header and trailer.
+GZIP_WBITS = 16 + zlib.MAX_WBITS
 #: What the export endpoint is asked to answer with (JSONL).
 EXPORT_ACCEPT = "text/plain"
 
@@ -50,37 +54,126 @@ def export_lines(
     """Complete lines of the partition's export, newline stripped.
 
     Raises :class:`StreamCut` when the body ends without a final newline (a cut at a random
-    byte) and a :class:`TransientError` on resets, timeouts and gzip errors, so the caller can
-    discard what it received and try again.
+    byte) or a gzip body ends before its trailer, and a :class:`TransientError` on resets,
+    timeouts and gzip errors, so the caller can discard what it received and try again.
+    ``request_timeout`` bounds the whole request by the wall clock: a server that drips a byte
+    at a time gets its connection closed at the deadline.
     """
     timeout = settings.request_timeout
-    deadline = time.monotonic() + timeout
-    try:
-        response = session.get(
-            settings.export_url,
-            params=export_params(settings, partition),
-            stream=True,
-            timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
-        )
-    except requests.RequestException as exc:
-        raise transport_error(exc, settings.secrets) from None
-    with response:
-        if response.status_code != 200:
-            raise status_error(response, settings.secrets, settings.project_id)
-        tail = b""
+    with Watchdog(timeout) as watchdog:
         try:
-            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
-                if stop.is_set():
-                    msg = "stopping: partition abandoned"
-                    raise StreamCut(msg)
-                if time.monotonic() > deadline:
-                    msg = f"request_timeout of {timeout:g}s passed while streaming"
-                    raise TransientError(msg)
-                lines = (tail + chunk).split(b"\n")
-                tail = lines.pop()
-                yield from lines
+            response = session.get(
+                settings.export_url,
+                params=export_params(settings, partition),
+                stream=True,
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
+            )
         except requests.RequestException as exc:
+            if watchdog.fired.is_set():
+                raise _timed_out(timeout) from None
             raise transport_error(exc, settings.secrets) from None
-        if tail.strip():
-            msg = "the stream ended in the middle of a line (cut stream)"
+        with response:
+            if response.status_code != 200:
+                raise status_error(response, settings.secrets, settings.project_id)
+            try:
+                yield from split_lines(_body(response, stop))
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if watchdog.fired.is_set():
+                    raise _timed_out(timeout) from None
+                raise transport_error(exc, settings.secrets) from None
+            except StreamCut:
+                if watchdog.fired.is_set():
+                    raise _timed_out(timeout) from None
+                raise
+            if watchdog.fired.is_set():
+                raise _timed_out(timeout)
+
+
+def _timed_out(timeout: float) -> TransientError:
+    return TransientError(f"request_timeout of {timeout:g}s passed (read timed out)")
+
+
+def _body(response: requests.Response, stop: threading.Event) -> Iterator[bytes]:
+    """The decoded body in chunks; a gzip body must end with its trailer to count as whole.
+
+    urllib3's decoder takes a gzip stream cut at a clean chunk boundary as complete, so gzip is
+    decoded here, where the decompressor can tell.
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    gzipped = encoding in ("gzip", "x-gzip")
+    raw = response.raw.stream(CHUNK_BYTES, decode_content=not gzipped)
+    decoder = GzipMembers() if gzipped else None
+    for chunk in raw:
+        if stop.is_set():
+            msg = "stopping: partition abandoned"
             raise StreamCut(msg)
+        if decoder is None:
+            yield chunk
+        else:
+            yield from decoder.feed(chunk)
+    if decoder is not None:
+        decoder.finish()
+
+
+class GzipMembers:
+    """Decompresses a gzip body of one or more members and knows whether it ended whole."""
+
+    def __init__(self, piece_bytes: int = CHUNK_BYTES) -> None:
+        self._member = zlib.decompressobj(GZIP_WBITS)
+        self._piece = piece_bytes
+        self._fed = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """What ``data`` decompresses to, in pieces of at most ``piece_bytes``.
+
+        Bounded pieces keep memory flat whatever the compression ratio. Raises
+        :class:`TransientError` on corrupt input.
+        """
+        try:
+            while data:
+                self._fed = True
+                piece = self._member.decompress(data, self._piece)
+                if piece:
+                    yield piece
+                if not self._member.eof:
+                    data = self._member.unconsumed_tail
+                    continue
+                data = self._member.unused_data
+                if data:
+                    self._member = zlib.decompressobj(GZIP_WBITS)
+        except zlib.error as exc:
+            msg = f"the gzip body is corrupt ({exc})"
+            raise TransientError(msg) from None
+
+    def finish(self) -> None:
+        """Raise :class:`StreamCut` unless the last member ended with its trailer."""
+        if self._fed and not self._member.eof:
+            msg = "the gzip body ended before its trailer (cut stream)"
+            raise StreamCut(msg)
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Whole lines from chunks cut anywhere; raises :class:`StreamCut` on a final partial line.
+
+    The pieces of a line longer than a chunk are kept in a list and joined once, when its
+    newline arrives: each byte is copied a bounded number of times, so a line of 100 MB costs
+    no more per byte than a line of 1 KB.
+    """
+    pending: list[bytes] = []
+    for chunk in chunks:
+        if b"\n" not in chunk:
+            if chunk:
+                pending.append(chunk)
+            continue
+        lines = chunk.split(b"\n")
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+            pending.clear()
+        tail = lines.pop()
+        if tail:
+            pending.append(tail)
+        yield from lines
+    if any(piece.strip() for piece in pending):
+        msg = "the stream ended in the middle of a line (cut stream)"
+        raise StreamCut(msg)

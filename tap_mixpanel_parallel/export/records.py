@@ -32,6 +32,14 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = dt.datetime(1970, 1, 1)
 
 
+class OutOfRangeTime(PartitionRejected):
+    """An event whose ``time`` no date-time can hold (1e20; milliseconds read as seconds).
+
+    A client sent it and Mixpanel kept it; exporting again cannot change it. The worker skips
+    such an event and reports it by line number, so one odd event never blocks a partition.
+    """
+
+
 class _Event(msgspec.Struct):
     event: Any = None
     properties: msgspec.Raw = msgspec.Raw(b"{}")
@@ -183,17 +191,27 @@ class RecordEncoder:
         try:
             event, keys = _decode(line)
         except msgspec.ValidationError as exc:
+            # msgspec names the expected type and the path, never the value it found.
+            if str(exc).startswith("Number out of range") and str(exc).endswith("`$.time`"):
+                raise OutOfRangeTime(self._out_of_range(line_no)) from None
             msg = f"line {line_no} is not a Mixpanel event ({exc})"
             raise PartitionRejected(msg) from None
         except msgspec.DecodeError:
+            # Never quote the line: a cut event is still event content.
             if TERMINATED_EARLY in line:
-                msg = f"Mixpanel ended the stream with {line.decode(errors='replace')!r}"
+                msg = (
+                    f"Mixpanel ended the stream early ('export terminated early') at line {line_no}"
+                )
             else:
                 msg = f"line {line_no} is not valid JSON (corrupt or cut stream)"
             raise StreamCut(msg) from None
         if keys.time is None or isinstance(keys.time, bool):
             msg = f"line {line_no}: event has no numeric properties.time"
             raise PartitionRejected(msg)
+        try:
+            when = event_time(keys.time, in_ms=self.time_in_ms, zone=self.zone)
+        except (OverflowError, ValueError):
+            raise OutOfRangeTime(self._out_of_range(line_no)) from None
         insert_id = _text(keys.insert_id)
         if not insert_id:
             sent = _raw_event_decoder.decode(raw)
@@ -204,7 +222,7 @@ class RecordEncoder:
             insert_id = first if count == 1 else synthetic_insert_id(name, props, count)
         record = {
             "event": _text(event.event),
-            "time": event_time(keys.time, in_ms=self.time_in_ms, zone=self.zone),
+            "time": when,
             "distinct_id": _text(keys.distinct_id),
             "insert_id": insert_id,
             "properties": event.properties,
@@ -218,6 +236,14 @@ class RecordEncoder:
             }
             return _encoder.encode(message) + b"\n"
         return _encoder.encode(record) + b"\n"
+
+    def _out_of_range(self, line_no: int) -> str:
+        unit = "milliseconds" if self.time_in_ms else "seconds"
+        hint = "" if self.time_in_ms else "; milliseconds sent as seconds?"
+        return (
+            f"line {line_no}: properties.time is out of range as {unit} since 1970"
+            f" (not between years 1 and 9999{hint})"
+        )
 
 
 def decode_record(line: bytes) -> dict[str, Any]:

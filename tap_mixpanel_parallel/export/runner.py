@@ -28,18 +28,38 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import backoff
 
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
-from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
+from tap_mixpanel_parallel.http.limiter import (
+    RETRY_AFTER_CAP_SECONDS,
+    RateLimiter,
+    StopRequested,
+)
 
-#: Fetch one attempt of a partition into the open spool file; returns the record count.
-Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], int]
+
+class Spooled(NamedTuple):
+    """What one complete attempt put in its spool file."""
+
+    records: int
+    #: Events left out because no record can carry them (a ``time`` no date can hold).
+    skipped: int = 0
+    #: Why, for the first few of them: line numbers and reasons, never event content.
+    skip_notes: tuple[str, ...] = ()
+
+
+#: Fetch one attempt of a partition into the open spool file.
+Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], Spooled]
 
 MAX_BACKOFF_SECONDS = 60.0
+#: 429s do not spend ``max_retries`` (being told to wait is not a failure); instead the run
+#: gives up on Mixpanel after this many 429 pauses in a row with no successful request in
+#: between (37 minutes of waiting at the default ``rate_limit_wait`` when no 429 carries a
+#: ``Retry-After``).
+MAX_THROTTLE_STREAK = 10
 WORKER_THREAD_PREFIX = "mixpanel-export"
 
 
@@ -64,6 +84,8 @@ class PartitionResult:
     seconds: float = 0.0
     error: str = ""
     spool: Path | None = None
+    skipped: int = 0
+    skip_notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -92,6 +114,8 @@ class PartitionRunner:
         self._backoff_factor = backoff_factor
         self.stop_event = threading.Event()
         self.fatal_event = threading.Event()
+        #: Set when Mixpanel kept answering 429: no new partition is started.
+        self.throttled_out = threading.Event()
         self.interrupted = False
 
     def stop(self) -> None:
@@ -140,7 +164,7 @@ class PartitionRunner:
                 pool.shutdown(wait=False, cancel_futures=True)
 
     def _halted(self) -> bool:
-        return self.stop_event.is_set() or self.fatal_event.is_set()
+        return self.stop_event.is_set() or self.fatal_event.is_set() or self.throttled_out.is_set()
 
     def _wait(self, future: Future[PartitionResult]) -> PartitionResult | None:
         while True:
@@ -154,18 +178,23 @@ class PartitionRunner:
         started = time.monotonic()
         delays = backoff.expo(factor=self._backoff_factor, max_value=MAX_BACKOFF_SECONDS)
         next(delays)  # the first value of python-backoff generators is a priming value
-        attempts = 0
+        attempts = 0  # requests made, 429s included (what the state and the log report)
+        failures = 0  # failed attempts that spend max_retries: every error but a 429
 
-        def result(status: Status, error: str = "", records: int = 0) -> PartitionResult:
+        def result(
+            status: Status, error: str = "", spooled: Spooled | None = None
+        ) -> PartitionResult:
             return PartitionResult(
                 index=index,
                 planned=planned,
                 status=status,
-                records=records,
+                records=spooled.records if spooled else 0,
                 attempts=attempts,
                 seconds=time.monotonic() - started,
                 error=error,
                 spool=spool if status is Status.OK else None,
+                skipped=spooled.skipped if spooled else 0,
+                skip_notes=spooled.skip_notes if spooled else (),
             )
 
         while True:
@@ -177,9 +206,9 @@ class PartitionRunner:
                     self._limiter.slot(self.stop_event),
                     spool.open("wb", buffering=1 << 20) as sink,
                 ):
-                    records = self._attempt(planned, sink, self.stop_event)
+                    spooled = self._attempt(planned, sink, self.stop_event)
                 self._limiter.succeeded()
-                return result(Status.OK, records=records)
+                return result(Status.OK, spooled=spooled)
             except StopRequested:
                 return result(Status.STOPPED)
             except ExportError as exc:
@@ -188,13 +217,15 @@ class PartitionRunner:
                 if exc.fatal:
                     self.fatal_event.set()
                     return result(Status.FATAL, exc.message)
-                if not exc.retryable or attempts > self._max_retries:
-                    return result(Status.FAILED, exc.message)
-                delay = max(backoff.full_jitter(next(delays)), exc.retry_after or 0.0)
                 if isinstance(exc, RateLimited):
-                    # Over budget means every worker is: hold them all, at least Retry-After,
-                    # and send fewer at once from now on.
-                    self._limiter.throttled(delay)
+                    error = self._throttled(planned, exc)
+                    if error:
+                        return result(Status.FAILED, error)
+                    continue  # the limiter holds this worker, and every other, for the pause
+                failures += 1
+                if not exc.retryable or failures > self._max_retries:
+                    return result(Status.FAILED, exc.message)
+                delay = backoff.full_jitter(next(delays))
                 self._logger.warning(
                     "partition %s: attempt %d failed (%s); retrying in %.1fs",
                     planned.partition,
@@ -204,3 +235,40 @@ class PartitionRunner:
                 )
                 if self.stop_event.wait(delay):
                     return result(Status.STOPPED)
+
+    def _throttled(self, planned: PlannedPartition, exc: RateLimited) -> str:
+        """Pause every worker for a 429; the partition's error when the run gives up instead.
+
+        Over budget means every worker is: all of them wait, and fewer go at once afterwards.
+        """
+        throttle = self._limiter.throttled(exc.retry_after)
+        if throttle.streak > MAX_THROTTLE_STREAK:
+            self.throttled_out.set()
+            return (
+                f"gave up after {MAX_THROTTLE_STREAK} pauses for 429s in a row without one"
+                f" successful request (the run starts no more partitions); {exc.message}"
+            )
+        if exc.retry_after is None:
+            why = "no Retry-After"
+        elif throttle.capped_from is not None:
+            why = (
+                f"Retry-After {_seconds(throttle.capped_from)},"
+                f" capped at {_seconds(RETRY_AFTER_CAP_SECONDS)}"
+            )
+        else:
+            why = f"Retry-After {_seconds(exc.retry_after)}"
+        self._logger.warning(
+            "partition %s: Mixpanel throttled the run (HTTP 429, %s): every worker waits %s"
+            " (pause %d of at most %d in a row; 429s do not count against max_retries)",
+            planned.partition,
+            why,
+            _seconds(throttle.seconds),
+            throttle.streak,
+            MAX_THROTTLE_STREAK,
+        )
+        return ""
+
+
+def _seconds(value: float) -> str:
+    """Whole seconds in a log line, a tenth below ten (short test waits stay readable)."""
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"

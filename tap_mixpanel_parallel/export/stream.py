@@ -173,6 +173,7 @@ class EventsStream(PartitionBookmarks):
             on_wait=lambda seconds, why: self.logger.info(
                 "rate limit (%s): waiting %.0fs before the next request", why, seconds
             ),
+            bare_429_seconds=settings.rate_limit_wait,
         )
         self.runner = PartitionRunner(
             attempt=workers.attempt_with(encoder),

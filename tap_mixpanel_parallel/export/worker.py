@@ -12,10 +12,13 @@ from typing import IO
 
 from tap_mixpanel_parallel.export.client import EXPORT_ACCEPT, export_lines
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
-from tap_mixpanel_parallel.export.records import RecordEncoder
-from tap_mixpanel_parallel.export.runner import Attempt
+from tap_mixpanel_parallel.export.records import OutOfRangeTime, RecordEncoder
+from tap_mixpanel_parallel.export.runner import Attempt, Spooled
 from tap_mixpanel_parallel.http.session import SessionPool
 from tap_mixpanel_parallel.settings import Settings
+
+#: Skipped events are counted in full; the reasons of only this many per partition are kept.
+SKIP_NOTES = 3
 
 
 class ExportWorkers:
@@ -29,18 +32,26 @@ class ExportWorkers:
         """An :data:`Attempt` that spools ``encoder``'s lines for one partition."""
         settings = self._settings
 
-        def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> int:
+        def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> Spooled:
             stamp = dt.datetime.now(dt.timezone.utc).isoformat()
             count = 0
             occurrences: dict[str, int] = {}  # per attempt: a retry counts from scratch
+            notes: list[str] = []
+            skipped = 0
             encode = encoder.encode
             write = sink.write
             lines = export_lines(self._sessions.get(), settings, planned.partition, stop)
             for line_no, line in enumerate(lines, 1):
                 if line and not line.isspace():  # no per-line copy, as strip() makes
-                    write(encode(line, line_no, stamp, occurrences))
+                    try:
+                        write(encode(line, line_no, stamp, occurrences))
+                    except OutOfRangeTime as exc:
+                        skipped += 1
+                        if len(notes) < SKIP_NOTES:
+                            notes.append(exc.message)
+                        continue
                     count += 1
-            return count
+            return Spooled(count, skipped, tuple(notes))
 
         return attempt
 

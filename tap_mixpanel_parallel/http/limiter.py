@@ -12,6 +12,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+
+#: A bare 429 (no ``Retry-After``) waits this long by default (setting ``rate_limit_wait``),
+#: doubled for each pause in a row without a successful request in between, up to
+#: ``BARE_429_GROWTH`` times as long: Mixpanel's budgets (per second, per hour, concurrent
+#: queries shared with other clients) take tens of seconds to recover, and Mixpanel's own
+#: export client waits 30 s and more.
+BARE_429_FIRST_SECONDS = 30.0
+BARE_429_GROWTH = 10.0
+#: The longest ``Retry-After`` honoured as sent; a longer one is cut to this (and logged), so a
+#: proxy's ``Retry-After: 999999`` cannot park the run for days.
+RETRY_AFTER_CAP_SECONDS = 600.0
 
 # The server counts arrivals, not our grants; a grant may reach it a little late after a busy
 # moment on the machine, so each window is held a little longer than its nominal length.
@@ -54,6 +66,36 @@ def per_second_window(rate: float) -> SlidingWindow:
     return SlidingWindow(1, 1.0 / rate + WINDOW_MARGIN_SECONDS)
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """One 429 as the limiter took it."""
+
+    #: How long every worker now waits, from this 429 on.
+    seconds: float
+    #: Pauses in a row without a successful request in between (1 for the first).
+    streak: int
+    #: The ``Retry-After`` Mixpanel sent, when it was longer than the cap.
+    capped_from: float | None = None
+
+
+def throttle_seconds(
+    retry_after: float | None, streak: int, first: float = BARE_429_FIRST_SECONDS
+) -> float:
+    """The pause for a 429: its ``Retry-After`` up to the cap, else a wait that grows.
+
+    ``streak`` counts pauses in a row (1 for the first); a bare 429 waits ``first`` seconds,
+    doubled per pause in a row, never more than ``BARE_429_GROWTH`` times ``first``.
+    """
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_AFTER_CAP_SECONDS)
+    doublings = min(max(streak - 1, 0), 16)
+    return min(first * 2.0**doublings, first * BARE_429_GROWTH)
+
+
+def _condition_wait(condition: threading.Condition, seconds: float) -> object:
+    return condition.wait(seconds)
+
+
 class RateLimiter:
     """Concurrency limit plus per-second and per-hour request budgets, shared by all workers.
 
@@ -62,6 +104,9 @@ class RateLimiter:
     successful requests as long as the limit grows it back by one, up to ``max_concurrent``.
     Mixpanel's concurrency cap is per project and may be shared with other clients, so
     ``max_workers`` is a ceiling, not a promise.
+
+    ``clock`` and ``wait`` (how a thread waits on the limiter's condition) are the limiter's
+    only contact with real time, so tests can run its pauses of minutes on a virtual clock.
     """
 
     def __init__(
@@ -72,6 +117,8 @@ class RateLimiter:
         per_hour: int,
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[float, str], None] | None = None,
+        wait: Callable[[threading.Condition, float], object] = _condition_wait,
+        bare_429_seconds: float = BARE_429_FIRST_SECONDS,
     ) -> None:
         self._lock = threading.Condition()
         self._max_concurrent = max_concurrent
@@ -83,24 +130,36 @@ class RateLimiter:
             "per-hour": SlidingWindow(per_hour, 3600.0 + WINDOW_MARGIN_SECONDS),
         }
         self._paused_until = 0.0
+        self._streak = 0
+        self._bare_429_seconds = bare_429_seconds
         self._clock = clock
+        self._wait = wait
         self._on_wait = on_wait
         self._announced_until = 0.0
         self.started = 0
 
-    def throttled(self, seconds: float) -> None:
-        """Mixpanel said 429: pause everyone and halve the concurrency limit."""
+    def throttled(self, retry_after: float | None) -> Throttle:
+        """Mixpanel said 429: pause everyone and halve the concurrency limit.
+
+        A 429 that arrives during a pause (from a request already in flight) belongs to the
+        same episode: it neither halves the limit again nor lengthens the streak.
+        """
         with self._lock:
             now = self._clock()
             if now >= self._paused_until:
                 self.concurrency = max(1, self.concurrency // 2)
                 self._successes = 0
+                self._streak += 1
+            seconds = throttle_seconds(retry_after, self._streak, self._bare_429_seconds)
             self._paused_until = max(self._paused_until, now + seconds)
             self._lock.notify_all()
+            capped = retry_after if retry_after is not None and retry_after > seconds else None
+            return Throttle(self._paused_until - now, self._streak, capped)
 
     def succeeded(self) -> None:
         """A request went through: after as many as the limit, allow one more at once."""
         with self._lock:
+            self._streak = 0
             if self.concurrency >= self._max_concurrent:
                 return
             self._successes += 1
@@ -116,7 +175,7 @@ class RateLimiter:
             while self._active >= self.concurrency:
                 if stop.is_set():
                     raise StopRequested
-                self._lock.wait(0.2)
+                self._wait(self._lock, 0.2)
             self._active += 1
         try:
             self._take_budget(stop)
@@ -146,4 +205,4 @@ class RateLimiter:
                     self._announced_until = now + wait
                     if self._on_wait is not None:
                         self._on_wait(wait, reason)
-                self._lock.wait(min(wait, 0.5))
+                self._wait(self._lock, min(wait, 0.5))

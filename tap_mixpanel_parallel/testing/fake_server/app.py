@@ -227,9 +227,10 @@ class FakeMixpanel:
             return False
         request.outcome.fault = "status_override"
         if faults.status_override == 401 and faults.echo_credentials:
-            request.wire.simple(401, UNAUTHORIZED + echo(request.header("Authorization")))
+            authorization = request.header("Authorization")
+            request.wire.simple(401, UNAUTHORIZED + echo(authorization, faults.echo_padding))
         else:
-            send_error(request.wire, faults.status_override, faults)
+            send_error(request.wire, faults.status_override, faults, request.handler.path)
         return True
 
     def send_error(self, request: Request, status: int) -> None:
@@ -321,5 +322,5 @@ class FakeMixpanel:
         except HttpError as err:
             message = err.message
             if err.status == 401 and request.faults.echo_credentials:
-                message += echo(request.header("Authorization"))
+                message += echo(request.header("Authorization"), request.faults.echo_padding)
             request.wire.simple(err.status, message)

@@ -37,19 +37,34 @@ def format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def echo(authorization: str | None) -> str:
-    """What a careless gateway puts in a 401 body: the credentials it received, every form."""
+def echo(authorization: str | None, padding: int = 0) -> str:
+    """What a careless gateway puts in a 401 body: the credentials it received, every form.
+
+    ``padding`` spaces go first, so a test can place the credentials where a client cuts.
+    """
     header = authorization or ""
     token = header[6:].strip() if header.startswith("Basic ") else header
     try:
         decoded = base64.b64decode(token, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         decoded = ""
-    return f" (received Authorization: {header}; token {token}; credentials {decoded})"
+    pad = " " * padding
+    return f"{pad} (received Authorization: {header}; token {token}; credentials {decoded})"
 
 
-def send_error(wire: Wire, status: int, faults: Faults) -> None:
-    """An injected error status, with the body Mixpanel sends for it."""
+def send_error(wire: Wire, status: int, faults: Faults, request_path: str = "") -> None:
+    """An injected error status, with the body Mixpanel sends for it.
+
+    With ``faults.error_message`` the body is Mixpanel's error JSON, which echoes the request
+    (its dates included) beside the message.
+    """
+    headers = {}
+    if status == 429 and faults.retry_after is not None:
+        headers["Retry-After"] = format_seconds(faults.retry_after)
+    if faults.error_message is not None:
+        body = json.dumps({"request": request_path, "error": faults.error_message})
+        wire.simple(status, body, content_type="application/json", headers=headers)
+        return
     try:
         text = STATUS_TEXT.get(status) or HTTPStatus(status).phrase
     except ValueError:
@@ -58,8 +73,5 @@ def send_error(wire: Wire, status: int, faults: Faults) -> None:
         wire.simple(status, text)
         return
     # Rate-limit errors come as JSON, the rest as plain text: a tap must cope with both.
-    headers = {}
-    if faults.retry_after is not None:
-        headers["Retry-After"] = format_seconds(faults.retry_after)
     body = json.dumps({"error": text, "status": "error"})
     wire.simple(429, body, content_type="application/json", headers=headers)

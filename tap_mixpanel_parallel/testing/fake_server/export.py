@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .data import Query, Snapshot
 from .errors import HttpError
-from .faults import Plan, decide, hit
+from .faults import Faults, Plan, decide, hit
 from .request import Request, parse_date
 from .wire import Body, stall
 
@@ -36,6 +37,15 @@ def handle(app: FakeMixpanel, request: Request) -> None:
     app.authorize(request)
     query = parse_query(request.params, snap)
     dates = (query.from_date.isoformat(), query.to_date.isoformat())
+    if faults.throttle_first and app.next_attempt(("throttle_first",)) < faults.throttle_first:
+        request.outcome.fault = "throttle_first"
+        app.send_error(request, 429)
+        return
+    if faults.drip_seconds is not None:
+        request.outcome.fault = "drip"
+        data = b"".join(_lines(app, query, snap, faults))
+        _send_drip(app, request, data, faults)
+        return
     plan = decide(
         faults, dates, in_flight=request.in_flight, next_attempt=app.next_attempt, dates=dates
     )
@@ -98,6 +108,34 @@ def _corrupt(line: bytes) -> bytes:
     return (text[: max(1, len(text) // 2)] + '"<<invalid>>\n').encode("utf-8")
 
 
+def _lines(app: FakeMixpanel, query: Query, snap: Snapshot, faults: Faults) -> Iterator[bytes]:
+    """The range's events, then ``Faults.extra_lines`` of the days it covers, verbatim."""
+    yield from app.data.lines(query, snap)
+    for day, extra in sorted(faults.extra_lines.items()):
+        if query.from_date.isoformat() <= day <= query.to_date.isoformat():
+            for line in extra:
+                yield line.encode() + b"\n"
+
+
+def _send_drip(app: FakeMixpanel, request: Request, data: bytes, faults: Faults) -> None:
+    """A whole ``Content-Length`` body, one byte at a time (with ``drip_headers``, from the
+    status line on): each byte resets a client's read timeout."""
+    wire, handler = request.wire, request.handler
+    wire.status, wire.started = 200, True
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(data)
+    )
+    if not faults.drip_headers:
+        handler.wfile.write(head)
+        head = b""
+    for i, byte in enumerate(head + data):
+        handler.wfile.write(bytes((byte,)))
+        handler.wfile.flush()
+        wire.bytes_sent += i >= len(head)
+        stall(app.stopping, faults.drip_seconds or 0.0)
+
+
 def _send_streamed(
     app: FakeMixpanel, request: Request, query: Query, snap: Snapshot, plan: Plan
 ) -> None:
@@ -110,8 +148,9 @@ def _send_streamed(
 
     stall_at, cut_at = at(plan.stall_at), at(plan.cut_at)
     term_at, bad_at = at(plan.terminate_at), at(plan.invalid_at)
+    gzip_cut_at = at(plan.gzip_cut_at)
     terminated = (TERMINATED_EARLY_LINE + "\n").encode()
-    lines = app.data.lines(query, snap)
+    lines = _lines(app, query, snap, request.faults)
     current = next(lines, None)
     if current is None:  # empty range: faults that need a position happen at the start
         if term_at is not None:
@@ -138,6 +177,9 @@ def _send_streamed(
             body.write(current[: int(plan.cut_in_line * len(current))])
             body.flush()
             wire.abort()
+            return
+        if hit(gzip_cut_at, index, last) and index > 0:
+            body.finish(gzip_trailer=False)
             return
         body.write(_corrupt(current) if hit(bad_at, index, last) else current)
         current = following

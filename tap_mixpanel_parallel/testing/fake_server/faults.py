@@ -32,6 +32,12 @@ class Faults:
     ``echo_credentials`` makes every 401 body repeat the ``Authorization`` header it received,
     its base64 token and the decoded ``user:secret``, as careless proxies and gateways do: a
     tap must redact whatever an error body carries before logging it.
+
+    Mixpanel's odder answers, all deterministic: ``error_message`` words ``status_override`` as
+    Mixpanel's error JSON (which echoes the request, dates included); ``throttle_first`` and
+    ``drip_seconds`` act before any other fault but ``status_override``; ``gzip_trailer_cut``
+    takes the first attempts of each range before the random draws; ``extra_lines`` are added
+    to the body whatever else happens to it.
     """
 
     seed: int = field(
@@ -82,6 +88,41 @@ class Faults:
         default=False,
         metadata=doc("401 bodies repeat the credentials received (to test a tap's redaction)"),
     )
+    echo_padding: int = field(
+        default=0,
+        metadata=doc("spaces before the echoed credentials, to push them across a read limit"),
+    )
+    error_message: str | None = field(
+        default=None,
+        metadata=doc(
+            "with status_override: the body is Mixpanel's error JSON, echoing the request"
+            ' ({"request": path?query, "error": this text})'
+        ),
+    )
+    throttle_first: int = field(
+        default=0, metadata=doc("the first N export requests get a 429 (with retry_after if set)")
+    )
+    drip_seconds: float | None = field(
+        default=None,
+        metadata=doc("a 200 with Content-Length whose body comes one byte every this many seconds"),
+    )
+    drip_headers: bool = field(
+        default=False, metadata=doc("with drip_seconds, the status line and headers drip too")
+    )
+    gzip_trailer_cut: int = field(
+        default=0,
+        metadata=doc(
+            "the first N attempts of a range end their gzip body halfway, cleanly but without"
+            " the gzip trailer"
+        ),
+    )
+    extra_lines: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata=doc(
+            "YYYY-MM-DD -> raw lines (newline added) appended to any export covering that day",
+            cli=False,
+        ),
+    )
 
 
 @dataclass
@@ -96,6 +137,7 @@ class Plan:
     cut_in_line: float = 0.0
     terminate_at: float | None = None
     invalid_at: float | None = None
+    gzip_cut_at: float | None = None
 
 
 class _Draws(NamedTuple):
@@ -142,6 +184,8 @@ def decide(
         # would make the random faults below depend on it too.
         return Plan(fault="concurrency", status=429)
     attempt = next_attempt(key)
+    if attempt < faults.gzip_trailer_cut:
+        return Plan(fault="gzip_trailer_cut", gzip_cut_at=0.5)
     seed = hashlib.sha256("|".join((str(faults.seed), *key, str(attempt))).encode()).digest()
     rng = random.Random(int.from_bytes(seed, "big"))
     d = _Draws(*(rng.random() for _ in _Draws._fields))

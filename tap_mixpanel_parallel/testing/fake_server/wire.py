@@ -124,9 +124,12 @@ class Wire:
         if delay > 0 and self._stopping.wait(delay):
             raise ConnectionAbortedError("fake server stopping")
 
-    def end(self) -> None:
+    def end(self, *, gzip_trailer: bool = True) -> None:
+        """The terminating chunk; without ``gzip_trailer`` a gzip body stops at a clean block
+        boundary but never ends (what a truncating proxy sends)."""
         if self._compressor is not None:
-            self.send_raw(self._compressor.flush(), payload=0)
+            mode = zlib.Z_FINISH if gzip_trailer else zlib.Z_SYNC_FLUSH
+            self.send_raw(self._compressor.flush(mode), payload=0)
         self._handler.wfile.write(b"0\r\n\r\n")
 
     def abort(self) -> None:
@@ -160,9 +163,9 @@ class Body:
             self._wire.send(bytes(self._buf))
             self._buf.clear()
 
-    def finish(self) -> None:
+    def finish(self, *, gzip_trailer: bool = True) -> None:
         self.flush()
-        self._wire.end()
+        self._wire.end(gzip_trailer=gzip_trailer)
 
 
 class Handler(BaseHTTPRequestHandler):
