@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
     from typing import override
 else:
-    from typing_extensions import override
+    from typing_extensions import Buffer, override
 
-__all__ = ["override"]
+__all__ = ["Buffer", "override"]

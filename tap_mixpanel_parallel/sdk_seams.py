@@ -14,6 +14,9 @@ installed SDK, so an SDK upgrade that removes or reshapes one fails CI instead o
 - :class:`PartitionBookmarks` overrides ``Stream._increment_stream_state``: the export's
   bookmark is a settled day, not the largest replication-key value seen, and the SDK's own
   increment would overwrite it on its record path.
+- :class:`StateFileHook` overrides ``Tap.invoke`` to read the ``--state`` file before the SDK
+  does: the SDK parses it inside ``invoke`` (a traceback on anything but a JSON object of
+  objects) and has no hook in between.
 - :func:`write_batch_message` builds the SDK's BATCH message (``SDKBatchMessage`` and
   ``BaseBatchFileEncoding`` live in the private ``singer_sdk.helpers._batch``) and writes it
   with ``Stream._write_batch_message``, the SDK's own writer for it.
@@ -23,8 +26,9 @@ installed SDK, so an SDK upgrade that removes or reshapes one fails CI instead o
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
@@ -37,6 +41,7 @@ from tap_mixpanel_parallel.http.errors import redact
 
 __all__ = [
     "PartitionBookmarks",
+    "StateFileHook",
     "SyncHooks",
     "hide_secret_values",
     "records_pass_through",
@@ -90,6 +95,23 @@ class SyncHooks(Tap):
     def run_streams(self) -> None:
         """The SDK's own sync of every selected stream."""
         super().sync_all()
+
+
+class StateFileHook(Tap):
+    """A Tap that sees the ``--state`` file's text before the SDK parses it."""
+
+    @classmethod
+    def read_state_file(cls, text: str, name: str) -> str:
+        """The text the SDK should parse; may exit with a message instead."""
+        return text
+
+    @classmethod
+    @override
+    def invoke(cls, *, state: IO[str] | None = None, **kwargs: Any) -> None:
+        if state is not None:
+            name = str(getattr(state, "name", "--state"))
+            state = io.StringIO(cls.read_state_file(state.read(), name))
+        super().invoke(state=state, **kwargs)
 
 
 class PartitionBookmarks(Stream):

@@ -140,6 +140,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Attempts per partition beyond the first",
     ),
     th.Property(
+        "max_spool_mb",
+        th.IntegerType(minimum=1),
+        default=4096,
+        description="Bound on spool files in TMPDIR, in MiB;"
+        " fetching ahead waits while it is reached",
+    ),
+    th.Property(
         "rate_limit_wait",
         th.NumberType(exclusive_minimum=0),
         default=30,
@@ -165,7 +172,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "batch_dir",
         th.StringType,
-        description="Folder for BATCH files (default: tap-mixpanel-parallel-batches in the"
+        description="Folder for BATCH files (default: tap-mixpanel-parallel.batches in the"
         " system temporary folder); a run removes the files earlier runs left there",
     ),
     th.Property(
@@ -227,6 +234,7 @@ class Settings:
     time_in_ms: bool
     request_timeout: float
     max_retries: int
+    max_spool_mb: int
     rate_limit_wait: float
     sanitize_text: bool
     batch_messages: bool
@@ -281,6 +289,7 @@ class Settings:
             time_in_ms=bool(config.get("time_in_ms", default_of("time_in_ms"))),
             request_timeout=_positive(config, "request_timeout"),
             max_retries=_int(config, "max_retries"),
+            max_spool_mb=_int(config, "max_spool_mb"),
             rate_limit_wait=_positive(config, "rate_limit_wait"),
             sanitize_text=_bool(config, "sanitize_text"),
             batch_messages=_bool(config, "batch_messages"),
@@ -405,7 +414,7 @@ def _batch_dir(config: Mapping[str, Any]) -> Path:
     """The BATCH folder; when BATCH is on, checked writable now rather than after the fetch."""
     value = config.get("batch_dir")
     if value in (None, ""):
-        path = Path(tempfile.gettempdir()) / "tap-mixpanel-parallel-batches"
+        path = Path(tempfile.gettempdir()) / "tap-mixpanel-parallel.batches"
     else:
         path = Path(str(value)).expanduser().absolute()
     if _bool(config, "batch_messages"):

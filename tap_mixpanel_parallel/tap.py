@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
@@ -19,10 +19,18 @@ from singer_sdk.helpers.capabilities import (
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
-from tap_mixpanel_parallel.export.state import StateError
+from tap_mixpanel_parallel.export.state import StateError, check_state, read_state_file
 from tap_mixpanel_parallel.export.stream import EventsStream
-from tap_mixpanel_parallel.output import StdoutWriter
-from tap_mixpanel_parallel.sdk_seams import SyncHooks
+from tap_mixpanel_parallel.locks import hold_state_lock
+from tap_mixpanel_parallel.output import (
+    LINE_GRACE_SECONDS,
+    STDOUT,
+    STOP_GRACE_SECONDS,
+    ReaderGone,
+    StdoutWriter,
+    StopWriting,
+)
+from tap_mixpanel_parallel.sdk_seams import StateFileHook, SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
 
 EXIT_FAILED_PARTITIONS = 1
@@ -31,7 +39,7 @@ EXIT_SIGNAL_BASE = 128
 WORKER_EXIT_GRACE_SECONDS = 3.0
 
 
-class TapMixpanelParallel(SyncHooks):
+class TapMixpanelParallel(SyncHooks, StateFileHook):
     """Mixpanel raw events, exported in parallel date partitions."""
 
     name = "tap-mixpanel-parallel"
@@ -81,27 +89,81 @@ class TapMixpanelParallel(SyncHooks):
         assert isinstance(stream, EventsStream)
         return stream
 
+    @classmethod
+    @override
+    def read_state_file(cls, text: str, name: str) -> str:
+        """Exit 2 with one line on a state file this tap cannot resume from, or in use."""
+        try:
+            read_state_file(text, name)
+        except StateError as exc:
+            cls.logger.error("invalid state: %s", exc)
+            sys.exit(EXIT_FATAL)
+        owner = hold_state_lock(name)
+        if owner is not None:
+            cls.logger.error(
+                "another tap-mixpanel-parallel run (pid %s) is using the state file %s; wait for"
+                " it to end: two runs on one state export the same days twice and share one"
+                " Mixpanel rate budget",
+                owner,
+                name,
+            )
+            sys.exit(EXIT_FATAL)
+        return text
+
+    @override
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Check the state's shape first: the SDK's own merge fails with a traceback."""
+        check_state(state)
+        super().load_state(state)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGINT/SIGTERM: stop starting partitions; a second signal exits at once."""
+        """SIGINT/SIGTERM: stop within a bounded time; the same signal twice exits at once.
+
+        Two different signals are one stop: Ctrl+C sends SIGINT to the whole process group and
+        Meltano then adds a SIGTERM of its own.
+        """
         runner = self._events().runner
         if runner is None:
             # Nothing is in flight (discovery, start-up): stop now, as a signal should.
             sys.exit(EXIT_SIGNAL_BASE + signum)
-        if self._signal is not None:
-            # A second signal while stopping: the user wants out now; the last STATE stands.
-            sys.stdout.flush()
-            os._exit(EXIT_SIGNAL_BASE + signum)
+        if self._signal is None:
+            self._signal = signum
+            self._signals_seen.add(signum)
+            self.logger.warning(
+                "signal %d: stopping: no new partitions; the one being written goes out whole"
+                " if it can within %gs, then the state of what is complete",
+                signum,
+                STOP_GRACE_SECONDS,
+            )
+            runner.stop()
+            STDOUT.begin_stop()
+            return
+        if signum not in self._signals_seen:
+            self._signals_seen.add(signum)
+            self.logger.warning(
+                "signal %d too: still stopping (the same signal twice exits at once)", signum
+            )
+            return
         self.logger.warning(
-            "signal %d: starting no more partitions; emitting the state of what is complete",
+            "signal %d again: exiting now, after the line being written; the last STATE stands",
             signum,
         )
-        self._signal = signum
-        runner.stop()
+        STDOUT.exit_at_line_end(lambda: self._exit_now(EXIT_SIGNAL_BASE + signum))
+
+    def _exit_now(self, code: int) -> NoReturn:
+        """Leave at once: no spool behind, stdout given back as found."""
+        runner = self._events().runner
+        if runner is not None and runner.spool_dir is not None:
+            runner.spool_dir.remove()
+        STDOUT.restore()
+        sys.stderr.flush()
+        os._exit(code)
 
     _signal: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._signals_seen: set[int] = set()
         # Our own handlers replace the SDK's (which would exit at once): a stop must first
         # finish the partition being written and emit the STATE of what is complete.
         if threading.current_thread() is threading.main_thread():
@@ -116,12 +178,22 @@ class TapMixpanelParallel(SyncHooks):
         except StateError as exc:
             self.logger.error("invalid state: %s", exc)
             sys.exit(EXIT_FATAL)
+        except ReaderGone:
+            # Meltano, told to stop, no longer forwards the tap's output: nothing more can be
+            # delivered, and the last STATE it read is the one to resume from.
+            self.logger.error(
+                "stdout accepted nothing for %gs after the stop signal: its reader is gone",
+                LINE_GRACE_SECONDS,
+            )
+            _stdout_to_devnull()
+        except StopWriting:
+            pass  # a stop signal's grace ran out; the stream said where it stopped
         except BrokenPipeError:
             # The reader of stdout (a target, `head`) is gone: nothing more can be delivered,
             # and the last STATE it read is the one to resume from.
             self.logger.error("stdout was closed by its reader (did the target exit?); stopping")
             _stdout_to_devnull()
-            os._exit(EXIT_FATAL)
+            self._exit_now(EXIT_FATAL if self._signal is None else EXIT_SIGNAL_BASE + self._signal)
 
     @override
     def after_sync(self) -> None:
@@ -142,9 +214,15 @@ class TapMixpanelParallel(SyncHooks):
         if outcome.fatal:
             self.logger.error("stopped: %s", outcome.fatal)
             code = EXIT_FATAL
-        if outcome.interrupted:
+        if self._signal is not None and outcome.unsettled:
             self.logger.warning("interrupted: rerun with the last STATE to export the rest")
-            code = EXIT_SIGNAL_BASE + (self._signal or 15)
+            code = EXIT_SIGNAL_BASE + self._signal
+        elif self._signal is not None:
+            self.logger.info(
+                "signal %d came once every partition was exported or saved as failed:"
+                " nothing more is owed",
+                self._signal,
+            )
         if code:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -157,6 +235,7 @@ class TapMixpanelParallel(SyncHooks):
 
 def _stdout_to_devnull() -> None:
     """Let interpreter shutdown flush stdout without a second BrokenPipeError."""
+    STDOUT.restore()  # drops the writer's own descriptor on the pipe too
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
-from tests.helpers import PROJECT_ID, SECRET, TAP, USER, TapRun, parse_messages
+from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
 
 
 @pytest.fixture
@@ -29,13 +27,7 @@ def run_tap(tmp_path: Path):
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> TapRun:
-        config_path = tmp_path / f"config-{time.monotonic_ns()}.json"
-        config_path.write_text(json.dumps(config))
-        args = [TAP, "--config", str(config_path), *extra_args]
-        if state is not None:
-            state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
+        args = [*tap_args(tmp_path, config, state), *extra_args]
         proc = subprocess.run(
             args,
             capture_output=True,
@@ -55,13 +47,7 @@ def start_tap(tmp_path: Path):
     procs: list[subprocess.Popen[str]] = []
 
     def start(config: dict[str, Any], state: dict[str, Any] | None = None) -> subprocess.Popen[str]:
-        config_path = tmp_path / f"config-{time.monotonic_ns()}.json"
-        config_path.write_text(json.dumps(config))
-        args = [TAP, "--config", str(config_path)]
-        if state is not None:
-            state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
+        args = tap_args(tmp_path, config, state)
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(proc)
         return proc

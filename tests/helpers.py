@@ -87,6 +87,18 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def tap_args(folder: Path, config: dict[str, Any], state: dict[str, Any] | None) -> list[str]:
+    """The CLI's arguments, with the config (and state) written to fresh files in ``folder``."""
+    config_path = folder / f"config-{time.monotonic_ns()}.json"
+    config_path.write_text(json.dumps(config))
+    args = [TAP, "--config", str(config_path)]
+    if state is not None:
+        state_path = folder / f"state-{time.monotonic_ns()}.json"
+        state_path.write_text(json.dumps(state))
+        args += ["--state", str(state_path)]
+    return args
+
+
 def wait_until_idle(server: FakeMixpanel, timeout: float = 10.0) -> None:
     """Until no request is in flight: the server logs a request once its handler is done."""
     deadline = time.monotonic() + timeout

@@ -7,8 +7,8 @@ byte, NUL escapes and invalid UTF-8 included.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
+import os
 import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,7 +16,9 @@ from urllib.parse import urlparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.batch import LOCK_NAME, BatchFiles
+from tap_mixpanel_parallel.export.batch import BatchFiles
+from tap_mixpanel_parallel.export.spool import LOCK_NAME, PREFIX
+from tap_mixpanel_parallel.locks import try_lock
 from tests.helpers import TAP, base_config, expected_ids
 
 D = dt.date
@@ -59,24 +61,24 @@ def test_a_run_removes_earlier_runs_folders_but_never_a_live_ones(tmp_path):
     first.write(spool(tmp_path, [5, 5]), "a")
     # while the first tap runs (holds its lock), a second run leaves its folder alone
     second = BatchFiles(root, max_records=10)
-    assert second.open() == []
+    assert second.open().directories == 0
     assert first.folder.exists()
     second.close()
     first.close()
     # once both finished, the next run removes both folders, and keeps its own
     third = BatchFiles(root, max_records=10)
-    removed = third.open()
-    assert sorted(removed) == sorted([first.folder, second.folder])
-    assert [p.name for p in root.iterdir()] == [third.folder.name]  # type: ignore[union-attr]
-    assert (third.folder / LOCK_NAME).exists()  # type: ignore[operator]
-    with open(third.folder / LOCK_NAME, "rb") as lock:  # type: ignore[operator]
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = False
-        except OSError:
-            held = True
-    assert held, "the running tap holds its folder's lock"
+    swept = third.open()
+    assert swept.directories == 2
+    assert swept.bytes >= 10  # the batch file, and the lock files with their pid
+    assert third.folder is not None
+    assert [p.name for p in root.iterdir()] == [third.folder.name]
+    assert third.folder.name.startswith(PREFIX)
+    assert try_lock(third.folder / LOCK_NAME, create=False) is None, "the running tap holds it"
     third.close()
+    fd = try_lock(third.folder / LOCK_NAME, create=False)
+    assert fd is not None, "released when the tap is done"
+    os.close(fd)
+    assert list(third.folder.iterdir()), "its files stay for the loader"
 
 
 def test_each_partition_goes_out_as_batch_then_state_with_every_record_once(

@@ -378,12 +378,79 @@ def test_demo_script_runs_the_main_job(meltano_installed, tmp_path):
     assert state["singer_state"]["bookmarks"]["events"]["replication_key_value"] == "2024-01-14"
 
 
+@pytest.mark.postgres
+def test_ctrl_c_and_sigterm_to_the_group_mid_copy_then_a_rerun_loads_every_event_once(
+    schema, meltano, fake_server, tmp_path
+):
+    """What a terminal's Ctrl+C and then an orchestrator's SIGTERM do to `meltano run`.
+
+    Both signals reach the whole process group (meltano, the tap, the target), and Meltano
+    forwards a SIGTERM of its own. The pipeline must end by itself, leave no spool folder, and
+    the next run must complete the load with every event once.
+    """
+    import signal
+    import time
+
+    # ~5 MB a partition: target-postgres takes seconds to load each, so the tap spends most of
+    # the run writing partitions into the pipe, the moment the signals land
+    server = fake_server(start=D(2024, 1, 1), days=28, events_per_day=1500)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {
+        **meltano.env,
+        **tap_env(server, max_workers=4),
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
+        "TMPDIR": str(tmpdir),
+    }
+    log_path = tmp_path / "first.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(MELTANO), "run", "--no-install", EXTRACTOR, "target-postgres"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, as a terminal job has
+        )
+    try:
+        deadline = time.monotonic() + 240
+        # the first partition went out whole: the tap is now writing the second
+        while "partition 1/4 2024-01-01..2024-01-07" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()[-6000:]
+            assert time.monotonic() < deadline, "the first partition never finished"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=240)  # liveness: this hung for minutes before
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = log_path.read_text()
+    assert code != 0, first[-6000:]
+    assert "signal 2: stopping" in first, first[-6000:]
+    assert "export finished: 42000 records, 4 partitions ok" not in first, "no signal landed"
+    assert SECRET not in first
+    assert [p for p in tmpdir.iterdir() if p.name.startswith("tap-mixpanel-parallel-")] == []
+
+    second = meltano.run(
+        "target-postgres",
+        {**tap_env(server, max_workers=4), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema},
+    )
+    succeeded(second)
+    assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 28))
+    bookmark = meltano.state("target-postgres")["bookmarks"]["events"]
+    assert bookmark["replication_key_value"] == "2024-01-28"
+    assert bookmark["failed_partitions"] == []
+
+
 AWKWARD = ("Server Import", "Form Submit")
 
 
 def batch_run_folders(meltano: Meltano) -> list[Path]:
     root = Path(meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"])
-    return sorted(p for p in root.iterdir() if p.name.startswith("run-"))
+    return sorted(p for p in root.iterdir() if p.name.startswith("tap-mixpanel-parallel-"))
 
 
 def assert_awkward_events_loaded(schema: str, server, start: dt.date, end: dt.date) -> None:

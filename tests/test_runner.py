@@ -142,3 +142,28 @@ def test_stop_abandons_in_flight_work_promptly():
     # liveness, not speed: the attempts would otherwise block for 30 s
     assert time.monotonic() - began < 15
     assert r.interrupted
+
+
+def test_partitions_larger_than_the_spool_bound_all_finish_in_order():
+    chunk = b"x" * 999 + b"\n"
+
+    def attempt(planned, sink, stop):
+        for _ in range(3000):  # ~3 MB a partition, three times the bound
+            sink.write(chunk)
+        return Spooled(3000)
+
+    r = PartitionRunner(
+        attempt=attempt,
+        limiter=RateLimiter(max_concurrent=4, per_second=1000, per_hour=100000),
+        max_workers=4,
+        max_retries=0,
+        logger=LOG,
+        max_spool_bytes=1 << 20,
+    )
+    seen = []
+    for result in r.run(plan(6)):
+        seen.append((result.index, result.ok, result.spool.stat().st_size))
+        # the head partition alone, plus at most one 1 MiB buffer per other worker
+        assert r.budget.total <= 3_000_000 + 3 * (1 << 20)
+    assert seen == [(i, True, 3_000_000) for i in range(6)]
+    assert r.budget.total == 0

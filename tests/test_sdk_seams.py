@@ -13,7 +13,12 @@ from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper import SameRecordTransform, StreamMap
 
-from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, SyncHooks, hide_secret_values
+from tap_mixpanel_parallel.sdk_seams import (
+    PartitionBookmarks,
+    StateFileHook,
+    SyncHooks,
+    hide_secret_values,
+)
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA
 from tap_mixpanel_parallel.tap import TapMixpanelParallel
 
@@ -66,6 +71,17 @@ def test_stream_map_internals_used_by_the_fast_path():
             SameRecordTransform.__init__
         ), name
     assert isinstance(inspect.getattr_static(Stream, "stream_maps"), property)
+
+
+def test_invoke_still_takes_the_state_file_and_parses_it_itself():
+    # StateFileHook reads --state before the SDK does; the SDK must still get it as an open
+    # file named `state` and parse it inside invoke, with no hook in between
+    assert "state" in parameters(Tap.invoke)
+    assert "state.read()" in inspect.getsource(Tap.invoke)
+    assert TapMixpanelParallel.invoke.__func__ is StateFileHook.invoke.__func__
+    # the CLI's --state option still hands invoke an open file
+    (option,) = [p for p in TapMixpanelParallel.get_singer_command().params if p.name == "state"]
+    assert option.type.name == "filename"
 
 
 def test_batch_message_helpers_used_by_write_batch_message():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -11,9 +12,13 @@ from hypothesis import strategies as st
 from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition, plan_partitions
 from tap_mixpanel_parallel.export.state import (
     ExportState,
+    FailedPartition,
     StateError,
+    bookmark_in_future,
     dump_state,
     load_state,
+    merge_overlapping,
+    read_state_file,
     settle_done,
     settle_failed,
 )
@@ -131,3 +136,120 @@ def test_runs_cover_the_range_exactly_once(length, size, runs, final_outcomes):
     never_succeeded = {p for p in ever_failed if p not in emitted}
     assert set(final.failed_partitions) == never_succeeded
     assert final.bookmark == end
+
+
+# -- hand-edited and foreign state ----------------------------------------------------------------
+
+day = st.integers(0, 60).map(lambda n: D(2024, 1, 1) + dt.timedelta(days=n))
+span = st.tuples(day, st.integers(0, 12)).map(lambda t: (t[0], t[0] + dt.timedelta(days=t[1])))
+
+
+def days_of(partitions):
+    return [p.from_date + dt.timedelta(days=i) for p in partitions for i in range(p.days)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans=st.lists(span, max_size=12), attempts=st.lists(st.integers(0, 9), min_size=12))
+def test_overlapping_failed_partitions_are_merged_into_disjoint_ones(spans, attempts):
+    failed = [
+        FailedPartition(Partition(a, b), f"error {i}", attempts[i])
+        for i, (a, b) in enumerate(spans)
+    ]
+    merged = merge_overlapping(failed)
+    merged_days = days_of(f.partition for f in merged)
+    assert len(merged_days) == len(set(merged_days)), "a day is owed twice"
+    assert set(merged_days) == set(days_of(f.partition for f in failed))
+    for entry in failed:  # each hand-edited range lies inside one merged range
+        (home,) = [
+            m
+            for m in merged
+            if m.partition.from_date <= entry.partition.from_date
+            and entry.partition.to_date <= m.partition.to_date
+        ]
+        assert home.attempts >= entry.attempts
+    if len(set(spans)) == len(spans) and all(
+        a.partition.to_date < b.partition.from_date or b.partition.to_date < a.partition.from_date
+        for i, a in enumerate(failed)
+        for b in failed[i + 1 :]
+    ):
+        assert merged == tuple(failed), "disjoint ranges are kept as they are, in order"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spans=st.lists(span, max_size=8),
+    bookmark=st.none() | day,
+    length=st.integers(0, 80),
+    size=st.integers(1, 10),
+    lookback=st.integers(0, 10),
+)
+def test_a_plan_from_any_hand_edited_state_fetches_no_day_twice(
+    spans, bookmark, length, size, lookback
+):
+    raw = {
+        "failed_partitions": [
+            {"from_date": a.isoformat(), "to_date": b.isoformat(), "error": "x", "attempts": 1}
+            for a, b in spans
+        ]
+    }
+    if bookmark is not None:
+        raw["replication_key_value"] = bookmark.isoformat()
+    state = load_state(raw)
+    plan = plan_partitions(
+        start_date=D(2024, 1, 1),
+        end_date=D(2024, 1, 1) + dt.timedelta(days=length),
+        partition_days=size,
+        lookback_days=lookback,
+        bookmark=state.bookmark,
+        failed=state.failed_partitions,
+    )
+    planned_days = days_of(p.partition for p in plan)
+    assert len(planned_days) == len(set(planned_days)), "a day is fetched twice in one run"
+    assert set(days_of(Partition(a, b) for a, b in spans)) <= set(planned_days)
+
+
+SINGER_IO = {"bookmarks": {"export": "2024-01-01T00:00:00Z"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "is empty"),
+        ("   \n", "is empty"),
+        ("{not json", "is not JSON"),
+        ("[]", "not a list"),
+        ('"2024-01-01"', "not a str"),
+        (json.dumps(SINGER_IO), "singer-io tap-mixpanel's shape"),
+        ('{"bookmarks": []}', "bookmarks must be an object"),
+        ('{"bookmarks": {"events": "2024-01-01"}}', "bookmarks.events must be an object"),
+        ('{"bookmarks": {"events": {"replication_key_value": 20240101}}}', "YYYY-MM-DD"),
+        (
+            '{"bookmarks": {"events": {"failed_partitions": [{"from_date": "2024-01-01",'
+            ' "to_date": "2024-01-07", "attempts": "six"}]}}}',
+            "attempts must be a whole number",
+        ),
+        (
+            '{"bookmarks": {"events": {"failed_partitions": [{"from_date": "2024-01-01",'
+            ' "to_date": "2024-01-07", "error": 503}]}}}',
+            "error must be a string",
+        ),
+    ],
+)
+def test_unreadable_or_foreign_state_files_are_named(text, match):
+    with pytest.raises(StateError, match=match) as caught:
+        read_state_file(text, "state.json")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_state_of_other_streams_and_no_bookmarks_is_fine():
+    assert read_state_file("{}", "s") == {}
+    other = {"bookmarks": {"engage": {"x": 1}}, "currently_syncing": None}
+    assert read_state_file(json.dumps(other), "s") == other
+
+
+def test_a_bookmark_after_yesterday_is_read_as_yesterday():
+    today = D(2024, 5, 10)
+    assert bookmark_in_future(ExportState(D(2024, 5, 9)), today) is None
+    assert bookmark_in_future(ExportState(None), today) is None
+    assert bookmark_in_future(ExportState(D(2024, 5, 10)), today) == D(2024, 5, 9)
+    assert bookmark_in_future(ExportState(D(2099, 1, 1)), today) == D(2024, 5, 9)

@@ -7,13 +7,14 @@ STATE did, and a STATE never covers a file the loader has not loaded.
 
 Where files live and who removes them:
 
-- Each run writes into a folder of its own, ``run-<UTC time>-<pid>``, under ``batch_dir``, and
-  holds an exclusive ``flock`` on the folder's ``.lock`` for as long as the tap runs.
+- Each run writes into a folder of its own under ``batch_dir``, made and locked as spool folders
+  are (:mod:`tap_mixpanel_parallel.export.spool`): ``tap-mixpanel-parallel-*``, with an
+  ``flock`` held on its lock file for as long as the tap runs.
 - The tap never removes a file of its own run: the loader may read it after the tap exited.
-- At start-up a run removes the folders of earlier runs whose lock no process holds. That is
-  safe once their pipeline finished: each file was either loaded, or was never covered by a
-  STATE and is owed again, so this run fetches it anew. Files therefore never pile up across
-  runs: at most one finished run's files stay on disk between runs.
+- At start-up a run removes the folders of earlier runs that are gone (their lock is free), with
+  the spool folders' sweep. That is safe once their pipeline finished: each file was either
+  loaded, or was never covered by a STATE and is owed again, so this run fetches it anew. Files
+  therefore never pile up across runs: at most one finished run's files stay between runs.
 - One ``batch_dir`` serves one pipeline at a time: a second pipeline starting while the loader
   of the first still reads could remove files under it (that load would then fail and be
   retried; nothing is lost, as no STATE covers it).
@@ -26,15 +27,14 @@ whole file in memory, so this bounds its memory whatever the partition size.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import os
-import shutil
+import tempfile
 from pathlib import Path
 from typing import IO
 
-RUN_PREFIX = "run-"
-LOCK_NAME = ".lock"
+from tap_mixpanel_parallel.export.spool import LOCK_NAME, PREFIX, Swept, remove_stale
+from tap_mixpanel_parallel.locks import try_lock, write_owner
+
 #: target-postgres holds a file's records as Python objects: roughly 25 bytes of memory per byte
 #: of JSON, so 16 MiB files keep it near 400 MB even for very large events.
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -49,25 +49,26 @@ class BatchFiles:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.folder: Path | None = None
-        self._lock: IO[bytes] | None = None
+        self._lock_fd: int | None = None
 
-    def open(self) -> list[Path]:
-        """Remove earlier runs' folders no live tap holds, make this run's; returns the removed."""
+    def open(self) -> Swept:
+        """Remove earlier runs' folders whose run is gone, make and lock this run's."""
         self.root.mkdir(parents=True, exist_ok=True)
-        removed = [folder for folder in self._earlier_runs() if _remove_if_unlocked(folder)]
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        folder = self.root / f"{RUN_PREFIX}{stamp}-{os.getpid()}"
-        folder.mkdir()
-        lock = open(folder / LOCK_NAME, "wb")  # noqa: SIM115  (held until close())
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.folder, self._lock = folder, lock
-        return removed
+        swept = remove_stale(str(self.root))
+        folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.root))
+        fd = try_lock(folder / LOCK_NAME, create=True)
+        assert fd is not None, "a folder just made cannot be locked by another run"
+        with contextlib.suppress(OSError):
+            write_owner(fd)
+        self.folder, self._lock_fd = folder, fd
+        return swept
 
     def close(self) -> None:
         """Release the lock; the files stay, the loader may still be reading them."""
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def write(self, spool: Path, name: str) -> list[Path]:
         """Copy a partition's spooled records into bounded files named ``<name>-<n>.jsonl``."""
@@ -97,31 +98,3 @@ class BatchFiles:
             if out is not None:
                 out.close()
         return files
-
-    def _earlier_runs(self) -> list[Path]:
-        return sorted(
-            p for p in self.root.iterdir() if p.is_dir() and p.name.startswith(RUN_PREFIX)
-        )
-
-
-def _remove_if_unlocked(folder: Path) -> bool:
-    """Remove a run folder unless a live process holds its lock; True when removed."""
-    lock_path = folder / LOCK_NAME
-    try:
-        lock = open(lock_path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        lock = None  # a folder whose run died before locking: nobody can be using it
-    except OSError:
-        return False
-    try:
-        if lock is not None:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return False  # a running tap holds it
-        shutil.rmtree(folder, ignore_errors=True)
-        return not folder.exists()
-    finally:
-        if lock is not None:
-            with contextlib.suppress(OSError):
-                lock.close()

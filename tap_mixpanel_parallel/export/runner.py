@@ -8,7 +8,8 @@ twice, and memory stays bounded by the disk instead of by the size of a partitio
 Results come back in plan order. That keeps the bookmark simple (it covers exactly what was
 emitted) and makes a stop clean: everything after the first unfinished partition is owed
 again, nothing before it is. A look-ahead window bounds how many partitions may be fetched
-or spooled ahead of the one the main thread is waiting for.
+or spooled ahead of the one the main thread is waiting for, and a byte budget (see
+:class:`~tap_mixpanel_parallel.export.spool.SpoolBudget`) bounds how much disk they take.
 
 Workers only fetch, parse and write their spool files; the main thread alone writes Singer
 messages and touches state.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,6 +33,7 @@ from typing import IO, NamedTuple
 import backoff
 
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.export.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.http.limiter import (
     RETRY_AFTER_CAP_SECONDS,
@@ -105,6 +106,8 @@ class PartitionRunner:
         max_retries: int,
         logger: logging.Logger,
         backoff_factor: float = 1.0,
+        max_spool_bytes: int | None = None,
+        spool_parent: str | None = None,
     ) -> None:
         self._attempt = attempt
         self._limiter = limiter
@@ -112,6 +115,18 @@ class PartitionRunner:
         self._max_retries = max_retries
         self._logger = logger
         self._backoff_factor = backoff_factor
+        self._spool_parent = spool_parent
+        self.budget = SpoolBudget(
+            max_spool_bytes,
+            on_full=lambda: logger.info(
+                "spool files reached max_spool_mb (%d MiB): fetching ahead waits until"
+                " finished partitions are written out",
+                (max_spool_bytes or 0) >> 20,
+            ),
+        )
+        self.spool_dir: SpoolDir | None = None
+        #: Why the run could not start at all (no spool directory), for the exit message.
+        self.fatal: str | None = None
         self.stop_event = threading.Event()
         self.fatal_event = threading.Event()
         #: Set when Mixpanel kept answering 429: no new partition is started.
@@ -130,38 +145,62 @@ class PartitionRunner:
         result is owed to the next run.
         """
         window = 2 * self._max_workers
+        swept = remove_stale(self._spool_parent)
+        if swept.directories:
+            self._logger.info(
+                "removed %d spool folder%s (%.1f MiB) left by runs that were killed",
+                swept.directories,
+                "" if swept.directories == 1 else "s",
+                swept.bytes / (1 << 20),
+            )
+        try:
+            spool_dir = self.spool_dir = SpoolDir(self._spool_parent)
+        except OSError as exc:
+            self.fatal = (
+                f"cannot create a spool folder in the temporary directory ({exc.strerror});"
+                " free space there or point TMPDIR elsewhere"
+            )
+            return
         pool = ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix=WORKER_THREAD_PREFIX
         )
-        pending: deque[Future[PartitionResult]] = deque()
-        with tempfile.TemporaryDirectory(
-            prefix="tap-mixpanel-parallel-", ignore_cleanup_errors=True
-        ) as spool_dir:
-            try:
-                submitted = 0
-                while submitted < len(planned) or pending:
-                    while submitted < len(planned) and len(pending) < window and not self._halted():
-                        spool = Path(spool_dir) / f"{submitted:06d}.jsonl"
-                        pending.append(
-                            pool.submit(self._run_one, submitted, planned[submitted], spool)
-                        )
-                        submitted += 1
-                    if not pending:
-                        break
-                    result = self._wait(pending[0])
-                    if result is None or result.status is Status.STOPPED:
-                        break
-                    pending.popleft()
-                    yield result
-                    if result.spool is not None:
-                        result.spool.unlink(missing_ok=True)
-                    if result.status is Status.FATAL:
-                        break
-            finally:
-                # Never wait here for a worker stuck in a stalled read: it checks the stop
-                # event between chunks, and the caller decides how long a stop may take.
-                self.stop_event.set()
-                pool.shutdown(wait=False, cancel_futures=True)
+        pending: deque[tuple[int, Future[PartitionResult]]] = deque()
+        budget = self.budget
+        try:
+            submitted = 0
+            while submitted < len(planned) or pending:
+                while (
+                    submitted < len(planned)
+                    and len(pending) < window
+                    and not self._halted()
+                    and not (pending and budget.full())
+                ):
+                    spool = _spool_path(spool_dir, submitted)
+                    future = pool.submit(self._run_one, submitted, planned[submitted], spool)
+                    pending.append((submitted, future))
+                    submitted += 1
+                if not pending or self.stop_event.is_set():
+                    # A stop hands over nothing more, even partitions already spooled: writing
+                    # them out could take as long as the run itself.
+                    break
+                head, future = pending[0]
+                budget.set_head(head)
+                result = self._wait(future)
+                if result is None or result.status is Status.STOPPED:
+                    break
+                pending.popleft()
+                yield result
+                # A failed partition's spool too: what it holds will never be emitted.
+                _spool_path(spool_dir, result.index).unlink(missing_ok=True)
+                budget.release(result.index)
+                if result.status is Status.FATAL:
+                    break
+        finally:
+            # Never wait here for a worker stuck in a stalled read: it checks the stop
+            # event between chunks, and the caller decides how long a stop may take.
+            self.stop_event.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            spool_dir.remove()
 
     def _halted(self) -> bool:
         return self.stop_event.is_set() or self.fatal_event.is_set() or self.throttled_out.is_set()
@@ -204,7 +243,7 @@ class PartitionRunner:
             try:
                 with (
                     self._limiter.slot(self.stop_event),
-                    spool.open("wb", buffering=1 << 20) as sink,
+                    open_spool(spool, self.budget, index, self.stop_event) as sink,
                 ):
                     spooled = self._attempt(planned, sink, self.stop_event)
                 self._limiter.succeeded()
@@ -214,6 +253,11 @@ class PartitionRunner:
             except ExportError as exc:
                 if self.stop_event.is_set():
                     return result(Status.STOPPED)
+                if not exc.retryable:
+                    # Free the disk now: a full disk is the usual reason, and the spool of a
+                    # partition that will not be emitted is of no use.
+                    spool.unlink(missing_ok=True)
+                    self.budget.release(index)
                 if exc.fatal:
                     self.fatal_event.set()
                     return result(Status.FATAL, exc.message)
@@ -272,3 +316,7 @@ class PartitionRunner:
 def _seconds(value: float) -> str:
     """Whole seconds in a log line, a tenth below ten (short test waits stay readable)."""
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
+
+
+def _spool_path(spool_dir: SpoolDir, index: int) -> Path:
+    return spool_dir.path / f"{index:06d}.jsonl"

@@ -17,13 +17,20 @@ and Mixpanel is still receiving its events.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
 
 REPLICATION_KEY = "time"
+STREAM = "events"
+_FIX = "fix or delete the state"
+_START_OVER = (
+    "pass the last STATE message's value, or no --state to export from start_date"
+    " (under Meltano: meltano state clear)"
+)
 
 
 class StateError(ValueError):
@@ -94,14 +101,104 @@ def load_state(stream_state: Mapping[str, Any]) -> ExportState:
             msg = f"state {where} has from_date after to_date; fix or delete the state"
             raise StateError(msg)
         attempts = item.get("attempts", 0)
-        failed.append(
-            FailedPartition(
-                Partition(start, end),
-                str(item.get("error", "")),
-                attempts if isinstance(attempts, int) else 0,
-            )
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+            msg = f"state {where}.attempts must be a whole number, got {attempts!r}; {_FIX}"
+            raise StateError(msg)
+        error = item.get("error", "")
+        if not isinstance(error, str):
+            msg = f"state {where}.error must be a string; {_FIX}"
+            raise StateError(msg)
+        failed.append(FailedPartition(Partition(start, end), error, attempts))
+    return ExportState(bookmark, merge_overlapping(failed))
+
+
+def merge_overlapping(failed: Sequence[FailedPartition]) -> tuple[FailedPartition, ...]:
+    """Failed partitions that share a day become one, so no day is fetched twice in a run.
+
+    The tap never writes overlapping ones; a hand-edited state may. A merged entry spans the
+    union of its members, sits where its first member was, keeps that member's error and the
+    largest attempt count. Ranges that merely touch stay apart: they are separate requests.
+    """
+    order = sorted(range(len(failed)), key=lambda i: failed[i].partition)
+    groups: list[list[int]] = []
+    reach: dt.date | None = None
+    for i in order:
+        part = failed[i].partition
+        if reach is not None and part.from_date <= reach:
+            groups[-1].append(i)
+            reach = max(reach, part.to_date)
+        else:
+            groups.append([i])
+            reach = part.to_date
+    merged: list[tuple[int, FailedPartition]] = []
+    for members in groups:
+        first = min(members)
+        span = Partition(
+            min(failed[i].partition.from_date for i in members),
+            max(failed[i].partition.to_date for i in members),
         )
-    return ExportState(bookmark, tuple(failed))
+        attempts = max(failed[i].attempts for i in members)
+        merged.append((first, FailedPartition(span, failed[first].error, attempts)))
+    return tuple(entry for _, entry in sorted(merged, key=lambda pair: pair[0]))
+
+
+def read_state_file(text: str, name: str) -> dict[str, Any]:
+    """The ``--state`` file's text as Singer state, or a :class:`StateError` saying what to do.
+
+    The SDK parses the file itself and ends in a traceback on anything but a JSON object of
+    objects; checking first gives the user one line instead.
+    """
+    if not text.strip():
+        msg = f"state file {name} is empty; {_START_OVER}"
+        raise StateError(msg)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"state file {name} is not JSON (line {exc.lineno} column {exc.colno}); {_START_OVER}"
+        raise StateError(msg) from None
+    check_state(value)
+    assert isinstance(value, dict)
+    return value
+
+
+def check_state(state: Any) -> None:
+    """Raise :class:`StateError` unless ``state`` is Singer state this tap can resume from.
+
+    Other streams' bookmarks are only checked to be objects (the SDK requires it); the
+    ``events`` entry is read in full, so a wrong type fails before any request.
+    """
+    if not isinstance(state, Mapping):
+        kind = type(state).__name__
+        msg = f'state must be a JSON object {{"bookmarks": ...}}, not a {kind}; {_START_OVER}'
+        raise StateError(msg)
+    bookmarks = state.get("bookmarks", {})
+    if not isinstance(bookmarks, Mapping):
+        msg = f"state bookmarks must be an object; {_START_OVER}"
+        raise StateError(msg)
+    if "export" in bookmarks and not isinstance(bookmarks["export"], Mapping):
+        msg = (
+            "state has singer-io tap-mixpanel's shape (bookmarks.export), which this tap does"
+            " not read; to go on from that day, set start_date to it and run without --state"
+        )
+        raise StateError(msg)
+    for stream, entry in bookmarks.items():
+        if not isinstance(entry, Mapping):
+            msg = f"state bookmarks.{stream} must be an object; {_START_OVER}"
+            raise StateError(msg)
+    load_state(bookmarks.get(STREAM, {}))
+
+
+def bookmark_in_future(state: ExportState, today: dt.date) -> dt.date | None:
+    """The latest bookmark a run can write (yesterday) when ``state``'s is later, else None.
+
+    A run never settles today, so a later bookmark was hand-edited or written under a wrong
+    clock. Kept as is, it would silently export nothing until that day comes; read as
+    yesterday, the run exports today (and the lookback) as usual.
+    """
+    latest = today - dt.timedelta(days=1)
+    if state.bookmark is not None and state.bookmark > latest:
+        return latest
+    return None
 
 
 def dump_state(state: ExportState) -> dict[str, Any]:

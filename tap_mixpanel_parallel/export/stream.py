@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.export.state import (
     ExportState,
     FailedPartition,
+    bookmark_in_future,
     dump_state,
     load_state,
     settle_done,
@@ -31,7 +32,7 @@ from tap_mixpanel_parallel.export.state import (
 )
 from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
-from tap_mixpanel_parallel.output import copy_file_to_stdout
+from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
 from tap_mixpanel_parallel.sdk_seams import (
     PartitionBookmarks,
@@ -52,7 +53,8 @@ class RunOutcome:
 
     failed: list[FailedPartition] = field(default_factory=list)
     fatal: str | None = None
-    interrupted: bool = False
+    #: Planned partitions neither exported nor saved as failed (a stop, a fatal error).
+    unsettled: int = 0
     summary: str = ""
 
 
@@ -134,6 +136,23 @@ class EventsStream(PartitionBookmarks):
         zone = settings.project_timezone
         today = today_in(zone)
         state = load_state(self.stream_state)
+        given = self.stream_state.get("failed_partitions") or []
+        if len(state.failed) < len(given):
+            self.logger.warning(
+                "state failed_partitions has overlapping ranges (edited by hand?): merged into"
+                " %s, so no day is fetched twice",
+                ", ".join(str(p) for p in state.failed_partitions),
+            )
+        if (latest := bookmark_in_future(state, today)) is not None:
+            self.logger.warning(
+                "state bookmark %s is after yesterday (%s in %s), which no run writes: reading"
+                " it as %s, so today and the lookback are exported as usual",
+                state.bookmark,
+                latest,
+                zone.key,
+                latest,
+            )
+            state = replace(state, bookmark=latest)
         if settings.end_date is not None and settings.end_date > today:
             self.logger.warning(
                 "end_date %s is after today (%s in %s): exporting up to today",
@@ -181,22 +200,36 @@ class EventsStream(PartitionBookmarks):
             max_workers=settings.max_workers,
             max_retries=settings.max_retries,
             logger=self.logger,
+            max_spool_bytes=settings.max_spool_mb << 20,
         )
+        settled = 0
         try:
             for result in self.runner.run(plan):
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and batches is not None:
                     self._emit_batch(batches, result)
                 elif result.spool is not None and fast:
-                    copy_file_to_stdout(result.spool)
+                    try:
+                        STDOUT.copy_file(result.spool)
+                    except StopWriting:
+                        self.logger.warning(
+                            "stopped while writing partition %s: the records sent so far have"
+                            " no STATE, so the next run sends them again (a target that"
+                            " upserts on the key properties keeps each event once)",
+                            result.planned.partition,
+                        )
+                        raise
                     if self._record_counter is not None:
                         self._record_counter.increment(result.records)
                 elif result.spool is not None:
                     yield from _read_spool(result.spool)
                 state = self._settle(state, result, today)
+                settled += result.status is not Status.FATAL
                 progress.partition_finished(result)
         finally:
-            self.outcome.interrupted = self.runner.interrupted
+            self.outcome.unsettled = len(plan) - settled
+            if self.runner.fatal is not None:
+                self.outcome.fatal = self.runner.fatal
             workers.close()
             if batches is not None:
                 batches.close()
@@ -215,12 +248,13 @@ class EventsStream(PartitionBookmarks):
             )
             return None
         batches = BatchFiles(settings.batch_dir, max_records=settings.batch_max_records)
-        removed = batches.open()
+        swept = batches.open()
         self.logger.info(
-            "BATCH files go to %s (%d earlier run folder%s removed)",
+            "BATCH files go to %s (%d earlier run folder%s removed, %.1f MiB freed)",
             batches.folder,
-            len(removed),
-            "" if len(removed) == 1 else "s",
+            swept.directories,
+            "" if swept.directories == 1 else "s",
+            swept.bytes / (1 << 20),
         )
         return batches
 
