@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 [*bench.tap_command(batch_cfg)], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, check=True, cwd=ROOT,
             )  # fmt: skip
-            files = sorted(str(p) for p in records_dir.glob("run-*/*.jsonl"))
+            files = sorted(str(p) for p in records_dir.glob("*/*.jsonl"))
             runs = run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs)
         finally:
             server.stop()
