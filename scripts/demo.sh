@@ -6,7 +6,7 @@
 # From a fresh clone it creates .venv, installs the tap and Meltano into it (pip install -e .
 # --group meltano), installs the Meltano plugins (meltano install), starts the project's fake Mixpanel
 # server on a free loopback port, runs
-#   meltano --environment=demo run --full-refresh tap-mixpanel-parallel <loader>
+#   meltano --environment=demo run --full-refresh tap-mixpanel-parallel[--records] <loader>
 # against it, shows what arrived, and stops the server. The `demo` environment in meltano.yml
 # holds the fake server's made-up credentials; nothing here talks to the real Mixpanel.
 # Optional: DEMO_DAYS, DEMO_EVENTS_PER_DAY, TARGET_JSONL_DESTINATION_PATH (default ./output),
@@ -87,8 +87,11 @@ if [ "$LOADER" = target-jsonl ]; then
     mkdir -p "$OUT_DIR"
     rm -f "$OUT_DIR/events.jsonl" # target-jsonl appends
 fi
-step "meltano run tap-mixpanel-parallel $LOADER"
-"$MELTANO" run --no-install --full-refresh tap-mixpanel-parallel "$LOADER"
+# target-jsonl reads RECORD messages only: the --records variant sends those instead of BATCH.
+EXTRACTOR=tap-mixpanel-parallel
+[ "$LOADER" = target-jsonl ] && EXTRACTOR=tap-mixpanel-parallel--records
+step "meltano run $EXTRACTOR $LOADER"
+"$MELTANO" run --no-install --full-refresh "$EXTRACTOR" "$LOADER"
 
 # 5. What arrived.
 step "result"
@@ -104,5 +107,5 @@ elif command -v psql >/dev/null; then
                 min(time), max(time), max(properties->'plan'->>'tier') AS a_nested_key
            FROM mixpanel_demo.events GROUP BY event ORDER BY event"
 fi
-echo "state saved by Meltano (demo:tap-mixpanel-parallel-to-$LOADER):"
-"$MELTANO" --log-level=warning state get "demo:tap-mixpanel-parallel-to-$LOADER"
+echo "state saved by Meltano (demo:$EXTRACTOR-to-$LOADER):"
+"$MELTANO" --log-level=warning state get "demo:$EXTRACTOR-to-$LOADER"

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -159,6 +162,34 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         " each such pause in a row (at most 10x)",
     ),
     th.Property(
+        "sanitize_text",
+        th.BooleanType,
+        default=False,
+        description="Replace NUL characters (at any depth of properties, keys included) and"
+        " invalid UTF-8 with U+FFFD, which PostgreSQL can store; when off, properties stay byte"
+        " for byte",
+    ),
+    th.Property(
+        "batch_messages",
+        th.BooleanType,
+        default=False,
+        description="Send each finished partition as Singer SDK BATCH files (JSONL) instead of"
+        " RECORD messages; only for loaders that read BATCH (SDK targets such as"
+        " target-postgres)",
+    ),
+    th.Property(
+        "batch_dir",
+        th.StringType,
+        description="Folder for BATCH files (default: tap-mixpanel-parallel.batches in the"
+        " system temporary folder); a run removes the files earlier runs left there",
+    ),
+    th.Property(
+        "batch_max_records",
+        th.IntegerType(minimum=1),
+        default=10000,
+        description="Records per BATCH file at most (the loader holds one file in memory)",
+    ),
+    th.Property(
         "query_max_workers",
         th.IntegerType(minimum=1, maximum=20),
         default=5,
@@ -252,6 +283,10 @@ class Settings:
     max_retries: int
     max_spool_mb: int
     rate_limit_wait: float
+    sanitize_text: bool
+    batch_messages: bool
+    batch_dir: Path
+    batch_max_records: int
     #: Scheme and host of the Query, App and legacy ``/api/2.0`` APIs (or ``api_url``).
     query_host: str
     #: True with a service account; the legacy project secret reaches fewer APIs.
@@ -313,6 +348,10 @@ class Settings:
             max_retries=_int(config, "max_retries"),
             max_spool_mb=_int(config, "max_spool_mb"),
             rate_limit_wait=_positive(config, "rate_limit_wait"),
+            sanitize_text=_bool(config, "sanitize_text"),
+            batch_messages=_bool(config, "batch_messages"),
+            batch_dir=_batch_dir(config),
+            batch_max_records=_int(config, "batch_max_records"),
             query_host=_host(config, QUERY_HOSTS),
             service_account=not config.get("api_secret"),
             query_max_workers=_int(config, "query_max_workers"),
@@ -427,16 +466,6 @@ def _int(config: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _bool(config: Mapping[str, Any], key: str) -> bool:
-    value = config.get(key)
-    if value is None:
-        return bool(default_of(key))
-    if not isinstance(value, bool):
-        msg = f"{key}: {value!r} must be true or false"
-        raise SettingsError(msg)
-    return value
-
-
 def _positive(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key)
     if value is None:
@@ -446,6 +475,26 @@ def _positive(config: Mapping[str, Any], key: str) -> float:
         msg = f"{key}: {value!r} must be a number above 0"
         raise SettingsError(msg)
     return float(value)
+
+
+def _bool(config: Mapping[str, Any], key: str) -> bool:
+    value = config.get(key)
+    return bool(default_of(key) if value is None else value)
+
+
+def _batch_dir(config: Mapping[str, Any]) -> Path:
+    """The BATCH folder; when BATCH is on, checked writable now rather than after the fetch."""
+    value = config.get("batch_dir")
+    if value in (None, ""):
+        path = Path(tempfile.gettempdir()) / "tap-mixpanel-parallel.batches"
+    else:
+        path = Path(str(value)).expanduser().absolute()
+    if _bool(config, "batch_messages"):
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            msg = f"batch_dir: cannot create or write {str(path)!r}; choose a writable folder"
+            raise SettingsError(msg)
+    return path
 
 
 def _event_names(config: Mapping[str, Any]) -> tuple[str, ...]:

@@ -59,6 +59,46 @@ def test_quick_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
         assert contender["runs"][0]["records"] == contender["runs"][0]["expected_records"]
 
 
+@pytest.mark.postgres
+@pytest.mark.meltano
+def test_quick_main_job_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
+    """The real meltano run into PostgreSQL, the tap alone and the floors, each once."""
+    from tests.test_meltano import psql, unavailable
+
+    try:
+        psql("SELECT 1")
+    except (AssertionError, OSError, subprocess.TimeoutExpired) as exc:
+        unavailable(f"PostgreSQL unreachable: {exc}")
+    output = tmp_path / "main_job.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "main_job.py"),
+            "--quick",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["all_runs_ok"] is True
+    assert set(results["contenders"]) == {"main", "tap", "floor", "floor-raw"}
+    for label in (
+        "main job / today's 1,779 records/s",
+        "main job / COPY floor (stdlib json)",
+        "tap peak RSS MiB in the main job",
+        "target-postgres peak RSS MiB",
+    ):
+        assert label in result.stdout
+        assert results["ratios"][label]["value"] > 0
+    (main,) = results["contenders"]["main"]["runs"]
+    assert main["rows"] == results["scenario"]["events"]
+
+
 def test_bench_rejects_an_unknown_part(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH), "--only", "nope", "--output", str(tmp_path / "r.json")],

@@ -50,6 +50,11 @@ CASES = [
     ("time_in_ms", {"time_in_ms": "yes"}),
     ("request_timeout", {"request_timeout": 0}),
     ("max_retries", {"max_retries": -1}),
+    ("sanitize_text", {"sanitize_text": "yes"}),
+    ("batch_messages", {"batch_messages": 1}),
+    ("batch_dir", {"batch_dir": 5}),
+    ("batch_dir", {"batch_messages": True, "batch_dir": "/dev/null/batches"}),
+    ("batch_max_records", {"batch_max_records": 0}),
 ]
 
 

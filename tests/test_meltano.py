@@ -37,6 +37,7 @@ D = dt.date
 ROOT = Path(__file__).resolve().parents[1]
 MELTANO = Path(sys.executable).with_name("meltano")
 EXTRACTOR = "tap-mixpanel-parallel"
+RECORDS_EXTRACTOR = "tap-mixpanel-parallel--records"  # RECORD messages, for target-jsonl
 PG = {"host": "127.0.0.1", "port": "5432", "user": "tap", "password": "tap", "dbname": "tap_test"}
 # Settings of the plugins and Meltano itself that a developer's shell might carry into the run.
 FOREIGN_ENV_PREFIXES = (
@@ -89,11 +90,13 @@ class Meltano:
     def with_database(self, path: Path) -> Meltano:
         return Meltano({**self.env, "MELTANO_DATABASE_URI": f"sqlite:///{path}"})
 
-    def run(self, loader: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        return self("run", "--no-install", EXTRACTOR, loader, env=env)
+    def run(
+        self, loader: str, env: dict[str, str], extractor: str = EXTRACTOR
+    ) -> subprocess.CompletedProcess[str]:
+        return self("run", "--no-install", extractor, loader, env=env)
 
-    def state(self, loader: str) -> dict[str, Any]:
-        proc = self("state", "get", f"dev:{EXTRACTOR}-to-{loader}")
+    def state(self, loader: str, extractor: str = EXTRACTOR) -> dict[str, Any]:
+        proc = self("state", "get", f"dev:{extractor}-to-{loader}")
         assert proc.returncode == 0, proc.stderr
         state: dict[str, Any] = json.loads(proc.stdout)["singer_state"]
         return state
@@ -117,7 +120,10 @@ def meltano_installed(tmp_path_factory) -> Meltano:
 
 @pytest.fixture
 def meltano(meltano_installed, tmp_path) -> Meltano:
-    return meltano_installed.with_database(tmp_path / "meltano.db")
+    """A system database and a BATCH folder of the test's own."""
+    meltano = meltano_installed.with_database(tmp_path / "meltano.db")
+    meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"] = str(tmp_path / "batches")
+    return meltano
 
 
 def tap_env(server, **overrides: Any) -> dict[str, str]:
@@ -254,6 +260,9 @@ def test_run_loads_every_event_once_into_postgres(schema, meltano, fake_server):
     )
     assert sorted(key) == ["distinct_id", "event", "insert_id", "time"]
 
+    # the main job's fast path: BATCH files, one manifest per partition, no RECORD lines
+    assert "BATCH files go to" in log
+    assert "0 records, 4 batch manifests, 4 state messages" in log
     # Meltano relays the tap's plain progress lines; no terminal bar into its pipe
     assert "partition 4/4 2024-01-22..2024-01-24: 90 records" in log
     assert "export finished: 720 records, 4 partitions ok, 0 failed" in log
@@ -298,6 +307,7 @@ def test_failed_partition_is_kept_in_meltano_state_and_completed_next_run(
     env = {**tap_env(server, max_retries=1), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
     first = meltano.run("target-postgres", env)
     assert first.returncode != 0, first.stderr[-4000:]
+    assert "BATCH files go to" in first.stderr
     assert "1 partition failed and are saved in state" in first.stderr
     assert "Extractor failed" in first.stderr
 
@@ -327,7 +337,8 @@ def test_run_into_jsonl(meltano, fake_server, tmp_path):
     out = tmp_path / "output"
     out.mkdir()
     env = {**tap_env(server), "TARGET_JSONL_DESTINATION_PATH": str(out)}
-    log = succeeded(meltano.run("target-jsonl", env))
+    log = succeeded(meltano.run("target-jsonl", env, extractor=RECORDS_EXTRACTOR))
+    assert "BATCH files go to" not in log, "target-jsonl reads RECORD messages only"
     records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     ids = [r["insert_id"] for r in records]
     assert sorted(ids) == sorted(expected_ids(server, D(2024, 1, 1), D(2024, 1, 10)))
@@ -432,6 +443,85 @@ def test_ctrl_c_and_sigterm_to_the_group_mid_copy_then_a_rerun_loads_every_event
     bookmark = meltano.state("target-postgres")["bookmarks"]["events"]
     assert bookmark["replication_key_value"] == "2024-01-28"
     assert bookmark["failed_partitions"] == []
+
+
+AWKWARD = ("Server Import", "Form Submit")
+
+
+def batch_run_folders(meltano: Meltano) -> list[Path]:
+    root = Path(meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"])
+    return sorted(p for p in root.iterdir() if p.name.startswith("tap-mixpanel-parallel-"))
+
+
+def assert_awkward_events_loaded(schema: str, server, start: dt.date, end: dt.date) -> None:
+    days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+    # Three events without $insert_id a day share event, distinct_id and second, and two of
+    # them are byte-identical: three rows, three keys, two distinct properties.
+    rows = psql(
+        "SELECT distinct_id, count(*), count(DISTINCT insert_id), count(DISTINCT properties)"
+        f" FROM {schema}.events WHERE event = 'Server Import' GROUP BY distinct_id"
+        " ORDER BY distinct_id"
+    )
+    assert rows == [f"legacy-{day}|3|3|2" for day in days]
+    # NUL characters at any depth, and in a key, arrive as U+FFFD
+    for day in (start, end):
+        (row,) = psql(
+            "SELECT (properties->>'$browser') || '|'"
+            " || (properties->'form'->'fields'->0->>'value') || '|'"
+            f" || (properties->'form' ? 'key\ufffd')::text"
+            f" FROM {schema}.events WHERE insert_id = 'nul-{day}'"
+        )
+        assert row == "Mozilla\ufffd|a\ufffdb|true"
+        # invalid UTF-8: each bad sequence is one U+FFFD
+        (row,) = psql(
+            f"SELECT properties->'form'->>'name' FROM {schema}.events"
+            f" WHERE insert_id = 'utf8-{day}'"
+        )
+        assert row == "caf\ufffd \ufffd\ufffd"
+    # and every ordinary event exactly once, beside them
+    ordinary = psql(
+        f"SELECT insert_id FROM {schema}.events WHERE event NOT IN {AWKWARD!r}".replace('"', "'")
+    )
+    expected = [
+        e["properties"]["$insert_id"]
+        for e in server.events(start, end)
+        if e["event"] not in AWKWARD
+    ]
+    assert len(ordinary) == len(set(ordinary)), "an event was loaded twice"
+    # Mixpanel's duplicates (the same $insert_id sent twice, here within one BATCH file)
+    # keep one row
+    assert len(expected) > len(set(expected))
+    assert sorted(ordinary) == sorted(set(expected))
+
+
+@pytest.mark.postgres
+def test_events_without_insert_id_nul_and_bad_utf8_load_once_across_lookback(
+    schema, meltano, fake_server
+):
+    server = fake_server(
+        start=D(2024, 1, 1), days=10, events_per_day=20, awkward_events=True, duplicate_rate=0.2
+    )
+    target = {"TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema}
+    log = succeeded(meltano.run("target-postgres", {**tap_env(server, lookback_days=3), **target}))
+    assert "BATCH files go to" in log
+    assert_awkward_events_loaded(schema, server, D(2024, 1, 1), D(2024, 1, 10))
+    (first_run,) = batch_run_folders(meltano)
+
+    # The next run re-reads 01-08..01-10 (lookback 3): the events without $insert_id get the
+    # same keys again and stay three rows a day, not six.
+    server.add_days(4)
+    server.reset_stats()
+    env = {**tap_env(server, lookback_days=3, end_date=server.today.isoformat()), **target}
+    succeeded(meltano.run("target-postgres", env))
+    assert export_ranges(server) == [("2024-01-08", "2024-01-14")]
+    assert_awkward_events_loaded(schema, server, D(2024, 1, 1), D(2024, 1, 14))
+    # The first run's BATCH files were removed when the second started; the second's stay
+    # until the next run (its loader may read them after the tap exited).
+    (second_run,) = batch_run_folders(meltano)
+    assert second_run != first_run
+    assert sorted(p.name for p in second_run.glob("*.jsonl")) == [
+        "00000-events-2024-01-08-2024-01-14-001.jsonl"
+    ]
 
 
 @pytest.mark.postgres

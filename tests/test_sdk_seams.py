@@ -82,3 +82,16 @@ def test_invoke_still_takes_the_state_file_and_parses_it_itself():
     # the CLI's --state option still hands invoke an open file
     (option,) = [p for p in TapMixpanelParallel.get_singer_command().params if p.name == "state"]
     assert option.type.name == "filename"
+
+
+def test_batch_message_helpers_used_by_write_batch_message():
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, SDKBatchMessage
+
+    assert parameters(Stream._write_batch_message) == ["self", "encoding", "manifest"]
+    message = SDKBatchMessage(
+        stream="events",
+        encoding=BaseBatchFileEncoding(format="jsonl", compression=None),
+        manifest=["file:///tmp/x.jsonl"],
+    )
+    assert message.to_dict()["type"] == "BATCH"
+    assert message.to_dict()["encoding"]["format"] == "jsonl"

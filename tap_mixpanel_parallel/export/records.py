@@ -4,11 +4,20 @@ The event's ``properties`` object is carried through as the exact bytes Mixpanel
 (``msgspec.Raw``): nested objects stay objects, unknown keys are kept, nothing is re-typed or
 stringified, and the cost of parsing and re-writing a ~600-byte object disappears. Only the
 four keys the record's columns need are decoded.
+
+Two exceptions, both rare and both decided per line after a cheap byte scan:
+
+- An event without ``$insert_id`` gets a synthetic one (:func:`synthetic_insert_id`), so that
+  the record key never merges two events and is the same each time the event is read again.
+- With ``sanitize_text``, a line that holds an escaped NUL or invalid UTF-8 is cleaned
+  (:func:`sanitize_line`): PostgreSQL stores neither in ``text`` or ``jsonb``, and one such
+  event would otherwise fail the whole load on every rerun.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -42,9 +51,71 @@ class _Keys(msgspec.Struct):
     insert_id: Any = msgspec.field(name="$insert_id", default=None)
 
 
+class _RawEvent(msgspec.Struct):
+    event: msgspec.Raw = msgspec.Raw(b"null")
+    properties: msgspec.Raw = msgspec.Raw(b"{}")
+
+
 _event_decoder = msgspec.json.Decoder(_Event)
+_raw_event_decoder = msgspec.json.Decoder(_RawEvent)
 _keys_decoder = msgspec.json.Decoder(_Keys)
 _encoder = msgspec.json.Encoder()
+_any_decoder = msgspec.json.Decoder()
+
+#: How a NUL character is written in JSON; the only way one can be in Mixpanel's export, whose
+#: lines are JSON. A pre-filter: ``\\u0000`` (an escaped backslash) matches too, and is kept.
+NUL_ESCAPE = b"\\u0000"
+#: What a NUL or an invalid UTF-8 sequence becomes: U+FFFD, as target-postgres's own
+#: ``sanitize_null_text_characters`` does for top-level strings.
+REPLACEMENT = "\ufffd"
+#: Marks a synthetic ``insert_id``; Mixpanel's own are letters, digits and dashes.
+SYNTHETIC_PREFIX = "h:"
+
+
+def synthetic_insert_id(event: bytes, properties: bytes, occurrence: int) -> str:
+    """The key of an event that has no ``$insert_id``: unique per event, stable across reads.
+
+    A hash of the event name and the ``properties`` object exactly as Mixpanel sent them (their
+    JSON text), so two events that differ in anything get two keys and the same event read
+    again (lookback, retry, resume, a later run) gets the same key. Byte-identical events
+    (same name and properties, hence the same second and day) are told apart by
+    ``occurrence``, their count so far within the partition: a partition always holds whole
+    days, so the n-th copy is the n-th copy on every read.
+    """
+    digest = hashlib.blake2b(event + properties, digest_size=16).hexdigest()
+    suffix = "" if occurrence == 1 else f":{occurrence}"
+    return f"{SYNTHETIC_PREFIX}{digest}{suffix}"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def sanitize_line(line: bytes) -> bytes:
+    """``line`` with invalid UTF-8 and escaped NULs, at any depth and in keys, made U+FFFD.
+
+    Lines with neither (nearly all) come back as the same object, after an ASCII check or one
+    UTF-8 validation and a substring scan; only a line that needs it is parsed and re-encoded
+    (so its whitespace and number spelling may change; values do not).
+    """
+    if not line.isascii():
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            line = line.decode("utf-8", "replace").encode("utf-8")
+    if NUL_ESCAPE not in line:
+        return line
+    try:
+        value = _any_decoder.decode(line)
+    except msgspec.DecodeError:
+        return line  # not JSON: the caller reports it as a cut stream
+    return _encoder.encode(_clean(value))
 
 
 def event_time(value: float, *, in_ms: bool, zone: ZoneInfo | None) -> str:
@@ -62,6 +133,19 @@ def event_time(value: float, *, in_ms: bool, zone: ZoneInfo | None) -> str:
     return moment.isoformat(timespec="milliseconds" if in_ms else "auto")
 
 
+def _decode(line: bytes) -> tuple[_Event, _Keys]:
+    try:
+        event = _event_decoder.decode(line)
+        return event, _keys_decoder.decode(event.properties)
+    except UnicodeDecodeError:
+        # Invalid UTF-8 in a decoded field (sanitize_text off): the columns get U+FFFD, and
+        # properties stay the bytes Mixpanel sent.
+        event = _event_decoder.decode(line.decode("utf-8", "replace").encode("utf-8"))
+        keys = _keys_decoder.decode(event.properties)
+        event.properties = _raw_event_decoder.decode(line).properties
+        return event, keys
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -76,16 +160,36 @@ class RecordEncoder:
     deselected fields).
     """
 
-    def __init__(self, *, time_in_ms: bool, zone: ZoneInfo | None, as_messages: bool) -> None:
+    def __init__(
+        self,
+        *,
+        time_in_ms: bool,
+        zone: ZoneInfo | None,
+        as_messages: bool,
+        sanitize: bool = False,
+    ) -> None:
         self.time_in_ms = time_in_ms
         self.zone = zone
         self.as_messages = as_messages
+        self.sanitize = sanitize
 
-    def encode(self, line: bytes, line_no: int, time_extracted: str) -> bytes:
-        """One spool line (newline included); raises on a cut stream or a malformed event."""
+    def encode(
+        self,
+        line: bytes,
+        line_no: int,
+        time_extracted: str,
+        occurrences: dict[str, int] | None = None,
+    ) -> bytes:
+        """One spool line (newline included); raises on a cut stream or a malformed event.
+
+        ``occurrences`` counts the events without ``$insert_id`` seen so far in this attempt at
+        the partition (one dict per attempt), to number byte-identical ones.
+        """
+        raw = line
+        if self.sanitize:
+            line = sanitize_line(line)
         try:
-            event = _event_decoder.decode(line)
-            keys = _keys_decoder.decode(event.properties)
+            event, keys = _decode(line)
         except msgspec.ValidationError as exc:
             # msgspec names the expected type and the path, never the value it found.
             if str(exc).startswith("Number out of range") and str(exc).endswith("`$.time`"):
@@ -108,11 +212,19 @@ class RecordEncoder:
             when = event_time(keys.time, in_ms=self.time_in_ms, zone=self.zone)
         except (OverflowError, ValueError):
             raise OutOfRangeTime(self._out_of_range(line_no)) from None
+        insert_id = _text(keys.insert_id)
+        if not insert_id:
+            sent = _raw_event_decoder.decode(raw)
+            name, props = bytes(sent.event), bytes(sent.properties)
+            seen = {} if occurrences is None else occurrences
+            first = synthetic_insert_id(name, props, 1)
+            count = seen[first] = seen.get(first, 0) + 1
+            insert_id = first if count == 1 else synthetic_insert_id(name, props, count)
         record = {
             "event": _text(event.event),
             "time": when,
             "distinct_id": _text(keys.distinct_id),
-            "insert_id": _text(keys.insert_id),
+            "insert_id": insert_id,
             "properties": event.properties,
         }
         if self.as_messages:

@@ -17,6 +17,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_mixpanel_parallel.compat import override
+from tap_mixpanel_parallel.export.batch import BatchFiles
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner, Status
@@ -33,7 +34,11 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
-from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
+from tap_mixpanel_parallel.sdk_seams import (
+    PartitionBookmarks,
+    records_pass_through,
+    write_batch_message,
+)
 from tap_mixpanel_parallel.settings import Settings, today_in
 
 if TYPE_CHECKING:
@@ -164,10 +169,12 @@ class EventsStream(PartitionBookmarks):
             failed=state.failed_partitions,
         )
         fast = self.uses_fast_path()
+        batches = self._batch_files(fast)
         encoder = RecordEncoder(
             time_in_ms=settings.time_in_ms,
             zone=None if zone.key == "UTC" else zone,
-            as_messages=fast,
+            as_messages=fast and batches is None,
+            sanitize=settings.sanitize_text,
         )
         progress = Progress(len(plan), self.logger)
         self.logger.info(
@@ -199,7 +206,9 @@ class EventsStream(PartitionBookmarks):
         try:
             for result in self.runner.run(plan):
                 # Only a complete partition comes with a spool.
-                if result.spool is not None and fast:
+                if result.spool is not None and batches is not None:
+                    self._emit_batch(batches, result)
+                elif result.spool is not None and fast:
                     try:
                         STDOUT.copy_file(result.spool)
                     except StopWriting:
@@ -222,8 +231,43 @@ class EventsStream(PartitionBookmarks):
             if self.runner.fatal is not None:
                 self.outcome.fatal = self.runner.fatal
             workers.close()
+            if batches is not None:
+                batches.close()
             self.outcome.failed = list(state.failed)
             self.outcome.summary = progress.summary()
+
+    def _batch_files(self, fast: bool) -> BatchFiles | None:
+        """This run's BATCH folder when ``batch_messages`` is on and records can skip the SDK."""
+        settings = self.settings
+        if not settings.batch_messages:
+            return None
+        if not fast:
+            self.logger.warning(
+                "batch_messages is on, but stream maps, flattening, a deselected field or a"
+                " record limit need the SDK's record path: sending RECORD messages"
+            )
+            return None
+        batches = BatchFiles(settings.batch_dir, max_records=settings.batch_max_records)
+        swept = batches.open()
+        self.logger.info(
+            "BATCH files go to %s (%d earlier run folder%s removed, %.1f MiB freed)",
+            batches.folder,
+            swept.directories,
+            "" if swept.directories == 1 else "s",
+            swept.bytes / (1 << 20),
+        )
+        return batches
+
+    def _emit_batch(self, batches: BatchFiles, result: PartitionResult) -> None:
+        """One BATCH message for a finished partition; its STATE follows in :meth:`_settle`."""
+        assert result.spool is not None
+        partition = result.planned.partition
+        name = f"{result.index:05d}-events-{partition.from_date}-{partition.to_date}"
+        files = batches.write(result.spool, name)
+        if files:
+            write_batch_message(self, [path.as_uri() for path in files])
+        if self._record_counter is not None:
+            self._record_counter.increment(result.records)
 
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
         if result.status is Status.FATAL:

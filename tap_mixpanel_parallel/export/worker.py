@@ -35,6 +35,7 @@ class ExportWorkers:
         def attempt(planned: PlannedPartition, sink: IO[bytes], stop: threading.Event) -> Spooled:
             stamp = dt.datetime.now(dt.timezone.utc).isoformat()
             count = 0
+            occurrences: dict[str, int] = {}  # per attempt: a retry counts from scratch
             notes: list[str] = []
             skipped = 0
             encode = encoder.encode
@@ -43,7 +44,7 @@ class ExportWorkers:
             for line_no, line in enumerate(lines, 1):
                 if line and not line.isspace():  # no per-line copy, as strip() makes
                     try:
-                        write(encode(line, line_no, stamp))
+                        write(encode(line, line_no, stamp, occurrences))
                     except OutOfRangeTime as exc:
                         skipped += 1
                         if len(notes) < SKIP_NOTES:

@@ -72,6 +72,7 @@ class FakeMixpanel:
             late_fraction=config.late_fraction,
             late_days=config.late_days,
             duplicate_rate=config.duplicate_rate,
+            awkward_events=config.awkward_events,
         )
         self.routes: dict[str, Endpoint] = dict(ROUTES)
         self.routes[query.app_annotations_path(config.project_id)] = query.handle
@@ -182,7 +183,7 @@ class FakeMixpanel:
             time_in_ms=time_in_ms,
         )
         for line in self.data.lines(query, self.snapshot()):
-            yield json.loads(line)
+            yield json.loads(line.decode("utf-8", "replace"))
 
     def add_days(self, n: int) -> None:
         """More days arrive: the dataset and ``today`` move forward together."""

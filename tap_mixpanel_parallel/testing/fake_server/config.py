@@ -56,6 +56,14 @@ class ServerConfig:
             "(raw export is not deduplicated)"
         ),
     )
+    awkward_events: bool = field(
+        default=False,
+        metadata=doc(
+            "add to each day 5 events of shapes real exports have: 3 without $insert_id sharing "
+            "event, distinct_id and time (two of them byte-identical), one with NUL characters "
+            "nested in properties and in a key, one with invalid UTF-8 in a nested value"
+        ),
+    )
     # -- Query/App API dataset (see query.py) ------------------------------------------------------
     profiles: int = field(
         default=0, metadata=doc("people profiles served by engage (user-0000000, ...)")

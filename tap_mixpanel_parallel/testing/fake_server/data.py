@@ -111,6 +111,59 @@ def build_fragments(event_bytes: int) -> list[str]:
     return fragments
 
 
+AWKWARD_NAMES = ("Server Import", "Server Import", "Server Import", "Form Submit", "Form Submit")
+
+
+def awkward_lines(day: date, query: Query) -> list[bytes]:
+    """Five events of shapes real exports have, at noon of ``day`` (local epoch seconds).
+
+    Three have no ``$insert_id`` (older SDKs, server-side imports) and share event, distinct_id
+    and second; the first and third are byte-identical, as a double submit is. One carries NUL
+    characters (JSON ``\\u0000``) nested in properties and in a key, as user agents and form
+    fields do. One has invalid UTF-8 bytes in a nested value.
+    """
+    second = (day - _EPOCH).days * 86400 + 43200
+    time = f"{second * 1000 if query.time_in_ms else second}".encode()
+    tag = day.isoformat().encode()
+    lines = [
+        b'{"event":"Server Import","properties":{"time":'
+        + time
+        + b',"distinct_id":"legacy-'
+        + tag
+        + b'","button":"buy","items":[1,2]}}\n',
+        b'{"event":"Server Import","properties":{"time":'
+        + time
+        + b',"distinct_id":"legacy-'
+        + tag
+        + b'","button":"cancel","items":[1,2]}}\n',
+        b'{"event":"Server Import","properties":{"time":'
+        + time
+        + b',"distinct_id":"legacy-'
+        + tag
+        + b'","button":"buy","items":[1,2]}}\n',
+        b'{"event":"Form Submit","properties":{"time":'
+        + time
+        + b',"distinct_id":"nul-'
+        + tag
+        + b'","$insert_id":"nul-'
+        + tag
+        + b'","$browser":"Mozilla\\u0000",'
+        b'"form":{"fields":[{"value":"a\\u0000b"}],"key\\u0000":"v"}}}\n',
+        b'{"event":"Form Submit","properties":{"time":'
+        + time
+        + b',"distinct_id":"utf8-'
+        + tag
+        + b'","$insert_id":"utf8-'
+        + tag
+        + b'","form":{"name":"caf\xe9 \xff\xfe"}}}\n',
+    ]
+    if query.event_names is None:
+        return lines
+    return [
+        line for line, name in zip(lines, AWKWARD_NAMES, strict=True) if name in query.event_names
+    ]
+
+
 class EventData:
     """Renders the events of a snapshot; holds the options that shape them, not the dates.
 
@@ -118,7 +171,8 @@ class EventData:
     seconds (``datetime.utcfromtimestamp(time)`` is the local wall clock), while
     ``mp_processing_time_ms`` stays true UTC milliseconds. ``late_fraction`` of events arrive
     1..``late_days`` days late and stay invisible until ``today`` reaches their arrival day;
-    ``duplicate_rate`` re-sends that fraction of each day's events with the same ``$insert_id``.
+    ``duplicate_rate`` re-sends that fraction of each day's events with the same ``$insert_id``;
+    ``awkward_events`` ends each day with :func:`awkward_lines`.
     """
 
     def __init__(
@@ -130,12 +184,14 @@ class EventData:
         late_fraction: float,
         late_days: int,
         duplicate_rate: float,
+        awkward_events: bool = False,
     ) -> None:
         self.events_per_day = events_per_day
         self._tz = None if timezone.upper() == "UTC" else ZoneInfo(timezone)
         self.late_fraction = late_fraction
         self.late_days = max(1, late_days)
         self.duplicate_rate = duplicate_rate
+        self.awkward_events = awkward_events
         self._fragments = build_fragments(event_bytes)
         self._names_json = [json.dumps(name) for name in EVENT_NAMES]
 
@@ -149,6 +205,7 @@ class EventData:
         day = max(query.from_date, snap.start)
         while day <= min(query.to_date, snap.last):
             total += self.count(day) + int(self.count(day) * self.duplicate_rate)
+            total += len(AWKWARD_NAMES) if self.awkward_events else 0
             day += ONE_DAY
         if query.event_names is not None:
             matching = len(query.event_names & set(EVENT_NAMES))
@@ -187,6 +244,8 @@ class EventData:
         Event ``i`` of a day is built from the day RNG's ``i``-th 128-bit draw, so it depends on
         (day, index) only, not on how many events the day has.
         """
+        if self.awkward_events:
+            yield from awkward_lines(day, query)
         n = self.count(day)
         if n == 0:
             return

@@ -1,0 +1,1 @@
+"""target-postgres with a faster load of BATCH files."""
