@@ -260,3 +260,22 @@ def test_uncharged_slots_skip_the_hourly_budget_but_not_a_429_pause():
     with limiter.slot(stop, charge=False):
         pass
     assert clock.now >= paused_at + 30.0
+
+
+def test_sanitize_text_cleans_nul_and_bad_utf8_anywhere_in_a_profile():
+    body = (
+        b'{"page":0,"page_size":5,"session_id":"s","total":1,"results":[{"$distinct_id":"a\\u0000",'
+        b'"$properties":{"k\\u0000":{"deep":["x\\u0000y"]},"name":"caf\xe9"}}]}'
+    )
+    sink = io.BytesIO()
+    ProfileEncoder("engage", as_messages=False, sanitize=True).write_page(body, sink, "T")
+    (record,) = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert record["distinct_id"] == "a\ufffd"
+    assert record["properties"] == {"k\ufffd": {"deep": ["x\ufffdy"]}, "name": "caf\ufffd"}
+    clean = io.BytesIO()
+    ProfileEncoder("engage", as_messages=False).write_page(json.dumps(PAGE).encode(), clean, "T")
+    kept = io.BytesIO()
+    ProfileEncoder("engage", as_messages=False, sanitize=True).write_page(
+        json.dumps(PAGE).encode(), kept, "T"
+    )
+    assert kept.getvalue() == clean.getvalue()

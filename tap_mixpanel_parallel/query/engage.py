@@ -149,7 +149,7 @@ class EngageStream(_EngageQueries):
             index=0,
             label="engage",
             form={} if where is None else {"where": where},
-            encoder=ProfileEncoder(self.name, as_messages=fast),
+            encoder=ProfileEncoder(self.name, as_messages=fast, sanitize=settings.sanitize_text),
             page_size=settings.engage_page_size,
         )
         for done in self.run_jobs([job], window=1):
@@ -200,7 +200,11 @@ class CohortMembersStream(_EngageQueries):
                     "output_properties": json.dumps(["$last_seen"]),
                 },
                 encoder=ProfileEncoder(
-                    self.name, as_messages=fast, extra={"cohort_id": cohort_id}, with_profile=False
+                    self.name,
+                    as_messages=fast,
+                    extra={"cohort_id": cohort_id},
+                    with_profile=False,
+                    sanitize=settings.sanitize_text,
                 ),
                 page_size=settings.engage_page_size,
             )

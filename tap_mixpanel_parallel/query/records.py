@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import msgspec
 
+from tap_mixpanel_parallel.export.records import sanitize_line
 from tap_mixpanel_parallel.query.state import later, parse_last_seen
 
 
@@ -77,14 +78,22 @@ class ProfileEncoder:
         as_messages: bool,
         extra: dict[str, Any] | None = None,
         with_profile: bool = True,
+        sanitize: bool = False,
     ) -> None:
         self.stream = stream
         self.as_messages = as_messages
         self.extra = extra or {}
         self.with_profile = with_profile
+        self.sanitize = sanitize
 
     def write_page(self, body: bytes, sink: IO[bytes], time_extracted: str) -> PageWritten:
-        """Decode a whole page and write its records; raises on a cut or foreign body."""
+        """Decode a whole page and write its records; raises on a cut or foreign body.
+
+        With ``sanitize`` (setting ``sanitize_text``), NULs and invalid UTF-8 anywhere in the
+        page become U+FFFD first, as for events: PostgreSQL stores neither.
+        """
+        if self.sanitize:
+            body = sanitize_line(body)
         page = _page_decoder.decode(body)  # msgspec.DecodeError on a cut body
         if page.results is None:
             msg = "the engage answer has no results list"
