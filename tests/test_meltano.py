@@ -529,6 +529,7 @@ def test_engage_loads_beside_events_and_updates_profiles_in_place(schema, meltan
     server = fake_server(start=D(2024, 1, 1), days=5, events_per_day=10, profiles=300)
     env = {
         **tap_env(server, engage_page_size=40, query_max_requests_per_hour=10000),
+        "TAP_MIXPANEL_PARALLEL__SELECT": json.dumps(["events.*", "engage.*"]),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
     }
     succeeded(meltano.run("target-postgres", env))
