@@ -127,9 +127,18 @@ def meltano(meltano_installed, tmp_path) -> Meltano:
 
 
 def tap_env(server, **overrides: Any) -> dict[str, str]:
-    """The tap's config as Meltano environment variables."""
+    """The tap's config as Meltano environment variables, with only ``events`` selected.
+
+    Most tests here are about the export; the shipped selection (events and the Query API
+    streams meltano.yml selects) is what test_engage_loads_beside_events... runs.
+    """
     config = base_config(server, **overrides)
-    return {f"TAP_MIXPANEL_PARALLEL_{key.upper()}": str(value) for key, value in config.items()}
+    env = {f"TAP_MIXPANEL_PARALLEL_{key.upper()}": str(value) for key, value in config.items()}
+    env[SELECT_ENV] = json.dumps(["events.*"])
+    return env
+
+
+SELECT_ENV = "TAP_MIXPANEL_PARALLEL__SELECT"
 
 
 def succeeded(proc: subprocess.CompletedProcess[str]) -> str:
@@ -529,9 +538,9 @@ def test_engage_loads_beside_events_and_updates_profiles_in_place(schema, meltan
     server = fake_server(start=D(2024, 1, 1), days=5, events_per_day=10, profiles=300)
     env = {
         **tap_env(server, engage_page_size=40, query_max_requests_per_hour=10000),
-        "TAP_MIXPANEL_PARALLEL__SELECT": json.dumps(["events.*", "engage.*"]),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
     }
+    del env[SELECT_ENV]  # the selection meltano.yml ships: events, engage, cohorts, annotations
     succeeded(meltano.run("target-postgres", env))
     assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 5))
     data = server.query.data
