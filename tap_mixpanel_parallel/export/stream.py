@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk import Tap, metrics
+from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.batch import BatchFiles
@@ -35,11 +34,10 @@ from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
 from tap_mixpanel_parallel.sdk_seams import (
-    PartitionBookmarks,
-    records_pass_through,
     write_batch_message,
 )
 from tap_mixpanel_parallel.settings import Settings, today_in
+from tap_mixpanel_parallel.stream_base import SpooledStream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,16 +56,13 @@ class RunOutcome:
     summary: str = ""
 
 
-class EventsStream(PartitionBookmarks):
+class EventsStream(SpooledStream):
     """Mixpanel raw events, one record per event."""
 
     name = STREAM_NAME
     primary_keys = ("event", "distinct_id", "time", "insert_id")
     replication_key = "time"
     is_sorted = False
-    # ``properties`` is free-form JSON: walking it per record to conform types would cost
-    # more than the whole export and could only change values users asked to keep as is.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
     schema = th.PropertiesList(
         th.Property("event", th.StringType, required=True, description="Event name"),
@@ -87,47 +82,9 @@ class EventsStream(PartitionBookmarks):
     ).to_dict()
 
     def __init__(self, tap: Tap, settings: Callable[[], Settings]) -> None:
-        super().__init__(tap=tap)
-        self._owner = tap
-        self._settings = settings
+        super().__init__(tap, settings)
         self.runner: PartitionRunner | None = None
         self.outcome = RunOutcome()
-        self._record_counter: metrics.Counter | None = None
-
-    @override
-    def get_record_counter(
-        self,
-        *,
-        endpoint: str | None = None,
-        log_interval: float = metrics.DEFAULT_LOG_INTERVAL,
-    ) -> metrics.Counter:
-        """The SDK's record counter, kept so the fast path can count what it copies."""
-        self._record_counter = super().get_record_counter(
-            endpoint=endpoint, log_interval=log_interval
-        )
-        return self._record_counter
-
-    @override
-    def get_replication_key_signpost(self, context: Context | None = None) -> None:
-        """No signpost: the bookmark never comes from record values."""
-        return
-
-    @property
-    def settings(self) -> Settings:
-        """The tap's checked settings."""
-        return self._settings()
-
-    def uses_fast_path(self) -> bool:
-        """True when records can go out exactly as the workers encoded them.
-
-        Stream maps, flattening, a deselected field or a record limit (``--test``, the SDK's
-        dry runs) need the SDK's own record path.
-        """
-        if self.ABORT_AT_RECORD_COUNT is not None:
-            return False
-        if not records_pass_through(self):
-            return False
-        return all(self.mask.get(("properties", name), True) for name in self.schema["properties"])
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
@@ -219,8 +176,7 @@ class EventsStream(PartitionBookmarks):
                             result.planned.partition,
                         )
                         raise
-                    if self._record_counter is not None:
-                        self._record_counter.increment(result.records)
+                    self.count_copied(result.records)
                 elif result.spool is not None:
                     yield from _read_spool(result.spool)
                 state = self._settle(state, result, today)
@@ -266,8 +222,7 @@ class EventsStream(PartitionBookmarks):
         files = batches.write(result.spool, name)
         if files:
             write_batch_message(self, [path.as_uri() for path in files])
-        if self._record_counter is not None:
-            self._record_counter.increment(result.records)
+        self.count_copied(result.records)
 
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
         if result.status is Status.FATAL:
@@ -277,14 +232,8 @@ class EventsStream(PartitionBookmarks):
             state = settle_done(state, result.planned, today)
         else:
             state = settle_failed(state, result.planned, result.error, result.attempts, today)
-        self._publish(state)
+        self.publish_state(dump_state(state))
         return state
-
-    def _publish(self, state: ExportState) -> None:
-        stream_state = self.stream_state
-        stream_state.clear()
-        stream_state.update(dump_state(state))
-        self._owner.state_writer.write_state(self._owner.state)
 
 
 def _read_spool(path: Path) -> Iterator[dict[str, Any]]:

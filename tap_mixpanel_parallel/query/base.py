@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from singer_sdk import Tap, metrics
-from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk import Tap
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
-from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings
+from tap_mixpanel_parallel.stream_base import SpooledStream
 
 
 class RunStopped(BaseException):
@@ -42,15 +41,12 @@ class QueryOutcome:
     summary: str = ""
 
 
-class QueryStream(PartitionBookmarks):
+class QueryStream(SpooledStream):
     """A stream of the Query or App API.
 
     ``settings``, ``api`` and ``halted`` come from the tap: its checked settings, the run's
     shared Query API budget, and whether an earlier stream stopped the run.
     """
-
-    # Profiles' ``properties`` are free-form JSON, carried as Mixpanel sent them.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
     def __init__(
         self,
@@ -59,13 +55,10 @@ class QueryStream(PartitionBookmarks):
         api: Callable[[], QueryApi],
         halted: Callable[[], bool],
     ) -> None:
-        super().__init__(tap=tap)
-        self._owner = tap
-        self._settings = settings
+        super().__init__(tap, settings)
         self._api = api
         self.halted = halted
         self.outcome = QueryOutcome()
-        self._record_counter: metrics.Counter | None = None
 
     @override
     def get_records(self, context: Any) -> Iterable[dict[str, Any]]:
@@ -87,46 +80,9 @@ class QueryStream(PartitionBookmarks):
         raise NotImplementedError
 
     @property
-    def settings(self) -> Settings:
-        """The tap's checked settings."""
-        return self._settings()
-
-    @property
     def api(self) -> QueryApi:
         """The run's Query API budget and sessions, shared by every query stream."""
         return self._api()
-
-    def uses_fast_path(self) -> bool:
-        """True when records can go out exactly as the workers encoded them: no stream map,
-        flattening, deselected field or record limit (``--test``) needs the SDK's path."""
-        if self.ABORT_AT_RECORD_COUNT is not None or not records_pass_through(self):
-            return False
-        return all(self.mask.get(("properties", name), True) for name in self.schema["properties"])
-
-    @override
-    def get_record_counter(
-        self,
-        *,
-        endpoint: str | None = None,
-        log_interval: float = metrics.DEFAULT_LOG_INTERVAL,
-    ) -> metrics.Counter:
-        """The SDK's record counter, kept so copied spool files are counted too."""
-        self._record_counter = super().get_record_counter(
-            endpoint=endpoint, log_interval=log_interval
-        )
-        return self._record_counter
-
-    @override
-    def get_replication_key_signpost(self, context: Any = None) -> None:
-        """No signpost: the bookmark never comes from record values."""
-        return
-
-    def publish_state(self, value: dict[str, Any]) -> None:
-        """Replace the stream's bookmark and write STATE now."""
-        stream_state = self.stream_state
-        stream_state.clear()
-        stream_state.update(value)
-        self._owner.state_writer.write_state(self._owner.state)
 
     def emit_spool(self, paths: list[Path], records: int, fast: bool) -> Iterator[dict[str, Any]]:
         """Send spooled pages in order: copied as RECORD lines, or yielded for the SDK."""
@@ -147,5 +103,5 @@ class QueryStream(PartitionBookmarks):
                 with open(path, "rb") as fh:
                     for line in fh:
                         yield cast("dict[str, Any]", msgspec.json.decode(line))
-        if fast and self._record_counter is not None:
-            self._record_counter.increment(records)
+        if fast:
+            self.count_copied(records)
