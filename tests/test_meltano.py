@@ -400,14 +400,15 @@ def test_ctrl_c_and_sigterm_to_the_group_mid_copy_then_a_rerun_loads_every_event
     import signal
     import time
 
-    # ~5 MB a partition: target-postgres takes seconds to load each, so the tap spends most of
-    # the run writing partitions into the pipe, the moment the signals land
+    # ~5 MB a partition as RECORD messages: target-postgres takes seconds to load each, so the
+    # tap spends most of the run writing partitions into the pipe, the moment the signals land.
+    # (BATCH files would let the tap finish before the signals could land.)
     server = fake_server(start=D(2024, 1, 1), days=28, events_per_day=1500)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {
         **meltano.env,
-        **tap_env(server, max_workers=4),
+        **tap_env(server, max_workers=4, batch_messages=False),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
         "TMPDIR": str(tmpdir),
     }
