@@ -160,6 +160,10 @@ class FakeServer:
             cmd += ["--latency", str(scenario.latency)]
         if scenario.bytes_per_second:
             cmd += ["--bytes-per-second", str(scenario.bytes_per_second), "--throttle-payload"]
+        self.launch(cmd)
+
+    def launch(self, cmd: list[str]) -> None:
+        """Start the server process and read the URL it prints once it listens."""
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -58,13 +58,7 @@ class ProfileServer(bench.FakeServer):
             "--username", USERNAME, "--secret", SECRET, "--project-id", str(PROJECT_ID),
             "--api-secret", singer_io.API_SECRET,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("FAKE_MIXPANEL_URL="):
-            self.stop()
-            raise RuntimeError(f"fake server did not start: {line!r}")
-        self.url = line.split("=", 1)[1]
+        self.launch(cmd)
 
 
 def engage_catalog(config: Path, out: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -117,3 +118,17 @@ def assert_exactly_once(run: TapRun, server: FakeMixpanel) -> None:
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     assert not dupes, f"{len(dupes)} events emitted more than once"
     assert sorted(ids) == all_ids(server), "events missing (or unexpected) in the output"
+
+
+def discover(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The catalog the installed CLI discovers with ``config``."""
+    config_path = tmp_path / f"discover-config-{time.monotonic_ns()}.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [TAP, "--config", str(config_path), "--discover"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    catalog: dict[str, Any] = json.loads(proc.stdout)
+    return catalog

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import subprocess
 
-from tests.helpers import SECRET, TAP, base_config, expected_ids
+from tests.helpers import SECRET, TAP, base_config, discover, expected_ids
 
 D = dt.date
 
@@ -36,16 +36,7 @@ def test_stream_maps_use_the_sdk_path_with_the_same_records(fake_server, run_tap
 def test_deselected_fields_are_dropped(fake_server, run_tap, tmp_path):
     server = fake_server(start=D(2024, 1, 1), days=3, events_per_day=5)
     config = base_config(server)
-    config_path = tmp_path / "c.json"
-    config_path.write_text(json.dumps(config))
-    catalog = json.loads(
-        subprocess.run(
-            [TAP, "--config", str(config_path), "--discover"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    catalog = discover(config, tmp_path)
     (events,) = [s for s in catalog["streams"] if s["tap_stream_id"] == "events"]
     for entry in events["metadata"]:
         if entry["breadcrumb"] == []:

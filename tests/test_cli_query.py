@@ -7,14 +7,13 @@ import dataclasses
 import datetime as dt
 import json
 import signal
-import subprocess
 import time
 from collections import Counter
 
 import pytest
 
 from tap_mixpanel_parallel.testing.fake_server import Faults
-from tests.helpers import PROJECT_ID, SECRET, TAP, base_config
+from tests.helpers import PROJECT_ID, SECRET, base_config, discover
 
 START = dt.date(2024, 1, 1)
 QUERY_STREAMS = ("engage", "cohorts", "cohort_members", "annotations")
@@ -38,16 +37,7 @@ def catalog_for(tmp_path):
     """A catalog selecting exactly the given streams (and all their fields)."""
 
     def make(config, *names):
-        config_path = tmp_path / "discover-config.json"
-        config_path.write_text(json.dumps(config))
-        catalog = json.loads(
-            subprocess.run(
-                [TAP, "--config", str(config_path), "--discover"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        catalog = discover(config, tmp_path)
         for stream in catalog["streams"]:
             for entry in stream["metadata"]:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] in names
