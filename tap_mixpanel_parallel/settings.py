@@ -223,6 +223,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         " leave the destination's table through a full refresh)",
     ),
     th.Property(
+        "engage_full_refresh_days",
+        th.IntegerType(minimum=1, maximum=3650),
+        description="Also read every profile when the last full engage read is this many days"
+        " old (incremental reads miss updates sent with $ignore_time or made in Mixpanel's UI,"
+        " and deleted profiles); unset means never",
+    ),
+    th.Property(
         "funnels_window_days",
         th.IntegerType(minimum=1, maximum=90),
         default=30,
@@ -296,6 +303,7 @@ class Settings:
     query_pages_count_against_hourly_budget: bool
     engage_page_size: int
     engage_full_refresh: bool
+    engage_full_refresh_days: int | None
     funnels_window_days: int
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
@@ -361,6 +369,11 @@ class Settings:
             ),
             engage_page_size=_int(config, "engage_page_size"),
             engage_full_refresh=_bool(config, "engage_full_refresh"),
+            engage_full_refresh_days=(
+                None
+                if config.get("engage_full_refresh_days") is None
+                else _int(config, "engage_full_refresh_days")
+            ),
             funnels_window_days=_int(config, "funnels_window_days"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )

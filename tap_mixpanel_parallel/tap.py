@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar, NoReturn
 
@@ -34,9 +35,10 @@ from tap_mixpanel_parallel.output import (
 from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.query.base import QueryStream, RunStopped
 from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
-from tap_mixpanel_parallel.query.funnels import FunnelsStream
+from tap_mixpanel_parallel.query.funnels import FunnelsStream, load_funnel_bookmarks
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
 from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
+from tap_mixpanel_parallel.query.state import load_engage_state
 from tap_mixpanel_parallel.sdk_seams import StateFileHook, SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
 
@@ -133,7 +135,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     def read_state_file(cls, text: str, name: str) -> str:
         """Exit 2 with one line on a state file this tap cannot resume from, or in use."""
         try:
-            read_state_file(text, name)
+            check_every_stream(read_state_file(text, name))
         except StateError as exc:
             cls.logger.error("invalid state: %s", exc)
             sys.exit(EXIT_FATAL)
@@ -152,7 +154,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     @override
     def load_state(self, state: dict[str, Any]) -> None:
         """Check the state's shape first: the SDK's own merge fails with a traceback."""
-        check_state(state)
+        check_every_stream(state)
         super().load_state(state)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -299,6 +301,16 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
                 )
                 code = EXIT_FATAL
         return code
+
+
+def check_every_stream(state: Mapping[str, Any]) -> None:
+    """Raise :class:`StateError` unless every stream can resume from ``state``: checked before
+    the first request, so a bad bookmark of a later stream is one line, not a traceback after
+    the earlier streams ran."""
+    check_state(state)
+    bookmarks = state.get("bookmarks", {})
+    load_engage_state(bookmarks.get(EngageStream.name, {}))
+    load_funnel_bookmarks(bookmarks.get(FunnelsStream.name, {}))
 
 
 def _stdout_to_devnull() -> None:

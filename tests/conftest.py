@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,15 @@ from typing import Any
 import pytest
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
-from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
+from tests.helpers import (
+    PROJECT_ID,
+    SECRET,
+    USER,
+    TapRun,
+    discover,
+    parse_messages,
+    tap_args,
+)
 
 
 @pytest.fixture
@@ -74,3 +83,19 @@ def fake_server() -> Iterator[Any]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def catalog_for(tmp_path: Path):
+    """A catalog selecting exactly the given streams (and all their fields)."""
+
+    def make(config: dict[str, Any], *names: str) -> tuple[str, str]:
+        catalog = discover(config, tmp_path)
+        for stream in catalog["streams"]:
+            for entry in stream["metadata"]:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in names
+        path = tmp_path / f"catalog-{'-'.join(names)}.json"
+        path.write_text(json.dumps(catalog))
+        return ("--catalog", str(path))
+
+    return make

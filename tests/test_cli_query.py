@@ -10,10 +10,8 @@ import signal
 import time
 from collections import Counter
 
-import pytest
-
 from tap_mixpanel_parallel.testing.fake_server import Faults
-from tests.helpers import PROJECT_ID, SECRET, base_config, discover
+from tests.helpers import PROJECT_ID, SECRET, base_config
 
 START = dt.date(2024, 1, 1)
 QUERY_STREAMS = ("engage", "cohorts", "cohort_members", "annotations")
@@ -30,22 +28,6 @@ def query_config(server, **overrides):
     )
     config.update(overrides)
     return config
-
-
-@pytest.fixture
-def catalog_for(tmp_path):
-    """A catalog selecting exactly the given streams (and all their fields)."""
-
-    def make(config, *names):
-        catalog = discover(config, tmp_path)
-        for stream in catalog["streams"]:
-            for entry in stream["metadata"]:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] in names
-        path = tmp_path / f"catalog-{'-'.join(names)}.json"
-        path.write_text(json.dumps(catalog))
-        return ("--catalog", str(path))
-
-    return make
 
 
 def records_of(run, stream):

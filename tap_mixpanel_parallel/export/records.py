@@ -247,6 +247,14 @@ class RecordEncoder:
 
 
 def decode_record(line: bytes) -> dict[str, Any]:
-    """A spooled record back as a dict, for the SDK's own record path."""
-    record: dict[str, Any] = msgspec.json.decode(line)
+    """A spooled record back as a dict, for the SDK's own record path (stream maps, flattening).
+
+    The fast path copies the bytes Mixpanel sent; a dict holds text, so invalid UTF-8 (with
+    ``sanitize_text`` off) becomes U+FFFD here instead of failing the run. msgspec reports it
+    as ``UnicodeDecodeError`` or, from 0.23, as ``DecodeError``: both are caught.
+    """
+    try:
+        record: dict[str, Any] = msgspec.json.decode(line)
+    except (UnicodeDecodeError, msgspec.DecodeError):
+        record = msgspec.json.decode(line.decode("utf-8", "replace").encode("utf-8"))
     return record

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import msgspec
 from singer_sdk import Tap
 
 from tap_mixpanel_parallel.compat import override
+from tap_mixpanel_parallel.export.records import decode_record
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.settings import Settings
@@ -102,6 +102,6 @@ class QueryStream(SpooledStream):
             else:
                 with open(path, "rb") as fh:
                     for line in fh:
-                        yield cast("dict[str, Any]", msgspec.json.decode(line))
+                        yield decode_record(line)
         if fast:
             self.count_copied(records)

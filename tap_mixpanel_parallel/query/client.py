@@ -26,8 +26,21 @@ CHUNK_BYTES = 256 * 1024
 QUERY_ACCEPT = "application/json"
 #: Mixpanel's answer when the project's plan does not include an API.
 PLAN_LACKS_API = 402
-#: Statuses with which Mixpanel is taken to say a paging session is gone (undocumented).
+#: Statuses with which a later page is taken to say its paging session is gone.
 SESSION_GONE_STATUSES = (400, 404, 410)
+#: Mixpanel's one documented message for a page of a query it no longer holds
+#: ("request for page in uncached query for params").
+UNCACHED_QUERY = "uncached query"
+
+
+def session_gone(status: int, said: str) -> bool:
+    """Whether a refused later page of an engage query means its session is gone.
+
+    Page 0 of the same query, with the same parameters, was accepted, so a 400/404/410 for a
+    later page can only be about the session, whatever its words; Mixpanel's documented text
+    for it (:data:`UNCACHED_QUERY`) counts with any status, a 200 ``status: error`` included.
+    """
+    return status in SESSION_GONE_STATUSES or UNCACHED_QUERY in said.lower()
 
 
 class SessionExpired(ExportError):
@@ -70,8 +83,8 @@ def fetch_body(
 ) -> bytes:
     """The whole body of a GET (no ``form``) or a form-encoded POST.
 
-    ``in_session`` marks a later page of an engage session: a refusal that speaks of the
-    session raises :class:`SessionExpired` instead of failing the page.
+    ``in_session`` marks a later page of an engage session: a refusal that means the session
+    is gone (:func:`session_gone`) raises :class:`SessionExpired` instead of failing the page.
     """
     timeout = settings.request_timeout
     deadline = time.monotonic() + timeout
@@ -90,12 +103,7 @@ def fetch_body(
     with response:
         if response.status_code != 200:
             error = status_error(response, settings.secrets, settings.project_id, api=api)
-            if (
-                in_session
-                and not error.fatal
-                and response.status_code in SESSION_GONE_STATUSES
-                and "session" in error.message.lower()
-            ):
+            if in_session and not error.fatal and session_gone(response.status_code, error.message):
                 raise SessionExpired(error.message)
             if response.status_code == PLAN_LACKS_API:
                 # A plan may include the export but not this API: fail this stream, not the run.

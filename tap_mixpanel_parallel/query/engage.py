@@ -17,24 +17,44 @@ from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.runner import Status
-from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
+from tap_mixpanel_parallel.http.errors import (
+    PartitionRejected,
+    StreamCut,
+    TransientError,
+    preview,
+    redact,
+)
 from tap_mixpanel_parallel.query.base import QueryStream
-from tap_mixpanel_parallel.query.client import fetch_body, query_url
+from tap_mixpanel_parallel.query.client import (
+    SessionExpired,
+    fetch_body,
+    query_url,
+    session_gone,
+)
 from tap_mixpanel_parallel.query.lists import list_cohorts
-from tap_mixpanel_parallel.query.records import PageMalformed, PageWritten, ProfileEncoder
+from tap_mixpanel_parallel.query.records import (
+    PageMalformed,
+    PageRefused,
+    PageWritten,
+    ProfileEncoder,
+)
 from tap_mixpanel_parallel.query.runner import FetchPage, QueryJob, QueryRunner
 from tap_mixpanel_parallel.query.state import (
-    dump_bookmark,
+    EngageState,
+    ahead_of,
+    dump_engage_state,
     engage_where,
     format_last_seen,
+    full_read_due,
     later,
-    load_bookmark,
+    load_engage_state,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tap_mixpanel_parallel.query.api import QueryApi
+    from tap_mixpanel_parallel.settings import Settings
 
 
 def engage_fetch(api: QueryApi) -> FetchPage:
@@ -54,9 +74,16 @@ def engage_fetch(api: QueryApi) -> FetchPage:
         stamp = dt.datetime.now(dt.timezone.utc).isoformat()
         try:
             return job.encoder.write_page(body, sink, stamp)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             msg = f"page {page} is not whole JSON (cut body)"
             raise StreamCut(msg) from None
+        except PageRefused as exc:
+            said = preview(redact(exc.said, settings.secrets))
+            msg = f'Mixpanel answered page {page} with "status": "error". Mixpanel said: {said}'
+            if page and session_gone(200, exc.said):
+                raise SessionExpired(msg) from None
+            # Retried like a 5xx: the query itself was accepted, Mixpanel failed to answer it.
+            raise TransientError(msg) from None
         except (msgspec.ValidationError, PageMalformed) as exc:
             msg = f"page {page} is not an engage answer ({exc})"
             raise PartitionRejected(msg) from None
@@ -131,17 +158,24 @@ class EngageStream(_EngageQueries):
     def read(self) -> Iterable[dict[str, Any]]:
         """One engage query; its records are emitted once all its pages are on disk."""
         settings = self.settings
-        bookmark = load_bookmark(self.stream_state, self.name)
-        where = engage_where(
-            bookmark, settings.lookback_days, full_refresh=settings.engage_full_refresh
-        )
-        if where is None:
-            self.logger.info(
-                "engage: reading every profile (%s)",
-                "engage_full_refresh"
-                if settings.engage_full_refresh and bookmark
-                else "no bookmark",
+        given = load_engage_state(self.stream_state)
+        started = _now()
+        bookmark = given.bookmark
+        if ahead_of(bookmark, started) is not None:
+            self.logger.warning(
+                "engage: bookmarks.engage.replication_key_value %s is in the future (after this"
+                " run's clock, %s): read as %s (hand-edited, or written under a wrong clock)",
+                format_last_seen(given.bookmark),  # type: ignore[arg-type]
+                format_last_seen(started),
+                format_last_seen(started),
             )
+            bookmark = started
+        full = full_read_due(
+            given, started, settings.engage_full_refresh_days, forced=settings.engage_full_refresh
+        )
+        where = engage_where(bookmark, settings.lookback_days, full_refresh=full)
+        if where is None:
+            self.logger.info("engage: reading every profile (%s)", _why_full(given, settings))
         else:
             self.logger.info("engage: reading profiles where %s", where)
         fast = self.uses_fast_path()
@@ -158,13 +192,61 @@ class EngageStream(_EngageQueries):
                 self.outcome.failed = f"engage: {done.error}"
                 return
             yield from self.emit_spool(done.page_paths(), done.records, fast)
-            newest = later(bookmark, done.newest)
-            if newest is not None:
-                self.publish_state(dump_bookmark(newest, self.replication_key))
+            if where is not None and done.records == 0 and bookmark == given.bookmark:
+                self.logger.warning(
+                    "engage: the incremental read (where %s) found 0 profiles, yet the profile"
+                    " whose $last_seen set the bookmark (%s) should match it: it was deleted, or"
+                    " Mixpanel did not compare $last_seen as text (its expression grammar"
+                    " defines >= for numbers only). If profiles are missing, run once with"
+                    " engage_full_refresh: true, or set engage_full_refresh_days",
+                    where,
+                    format_last_seen(bookmark),  # type: ignore[arg-type]
+                )
+            state = self._next_state(given, bookmark, done.newest, full=full, started=started)
+            self.publish_state(dump_engage_state(state, self.replication_key))
             self.outcome.summary = (
                 f"engage finished: {done.records} profiles, bookmark"
-                f" {format_last_seen(newest) if newest else 'none'}"
+                f" {format_last_seen(state.bookmark) if state.bookmark else 'none'}"
             )
+
+    def _next_state(
+        self,
+        given: EngageState,
+        bookmark: dt.datetime | None,
+        newest: dt.datetime | None,
+        *,
+        full: bool,
+        started: dt.datetime,
+    ) -> EngageState:
+        """The bookmark after a complete query: never after the run's clock; a full read
+        replaces it rather than only moving it on."""
+        finished = _now()
+        future = ahead_of(newest, finished)
+        if future is not None:
+            self.logger.warning(
+                "engage: a profile's $last_seen %s is in the future (after this run's clock,"
+                " %s; set by hand, e.g. by an import): the bookmark is the run's clock instead,"
+                " so later runs still read every update",
+                format_last_seen(future),
+                format_last_seen(finished),
+            )
+            newest = finished
+        moved = newest if full and newest is not None else later(bookmark, newest)
+        keeps_stamp = self.settings.engage_full_refresh_days is not None or given.last_full_read
+        stamp = (started if full else given.last_full_read) if keeps_stamp else None
+        return EngageState(moved, stamp)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _why_full(given: EngageState, settings: Settings) -> str:
+    if settings.engage_full_refresh:
+        return "engage_full_refresh"
+    if given.bookmark is None:
+        return "no bookmark"
+    return f"engage_full_refresh_days: {settings.engage_full_refresh_days} days since the last"
 
 
 class CohortMembersStream(_EngageQueries):

@@ -8,7 +8,9 @@ Only ``$last_seen`` is decoded from it, for the column and the bookmark.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import hashlib
+from array import array
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import msgspec
@@ -36,13 +38,38 @@ class _LastSeen(msgspec.Struct):
     last_seen: Any = msgspec.field(name="$last_seen", default=None)
 
 
+class _RawProfile(msgspec.Struct):
+    properties: msgspec.Raw = msgspec.field(name="$properties", default=msgspec.Raw(b"{}"))
+
+
+class _RawPage(msgspec.Struct):
+    results: list[_RawProfile] | None = None
+
+
 _page_decoder = msgspec.json.Decoder(_Page)
+_raw_page_decoder = msgspec.json.Decoder(_RawPage)
 _last_seen_decoder = msgspec.json.Decoder(_LastSeen)
 _encoder = msgspec.json.Encoder()
 
 
 class PageMalformed(ValueError):
     """The body is JSON but not an engage page."""
+
+
+class PageRefused(ValueError):
+    """The body is Mixpanel's JSON saying the query failed (``"status": "error"``), whatever
+    else it carries: an empty ``results`` beside it is not an empty page."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__(said)
+        self.said = said
+
+
+def profile_key(distinct_id: str) -> int:
+    """A 64-bit digest of a ``distinct_id``: eight bytes a profile are enough to tell whether a
+    query served one twice (two ids share one with odds of about 1 in 10^7 at 10^6 profiles;
+    then the query is only read once more)."""
+    return int.from_bytes(hashlib.blake2b(distinct_id.encode(), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True)
@@ -55,6 +82,8 @@ class PageWritten:
     session_id: str | None = None
     page_size: int | None = None
     total: int | None = None
+    #: :func:`profile_key` of each profile of the page.
+    keys: array[int] = field(default_factory=lambda: array("Q"))
 
 
 def _text(value: Any) -> str:
@@ -94,15 +123,20 @@ class ProfileEncoder:
         """
         if self.sanitize:
             body = sanitize_line(body)
-        page = _page_decoder.decode(body)  # msgspec.DecodeError on a cut body
+        page = _decode_page(body)  # msgspec.DecodeError on a cut body
+        if page.status != "ok":
+            said = page.error or (f"status {page.status!r}" if page.status else "no status")
+            raise PageRefused(_text(said))
         if page.results is None:
             msg = "the engage answer has no results list"
             raise PageMalformed(msg)
         newest: dt.datetime | None = None
         write = sink.write
+        keys: array[int] = array("Q")
         for profile in page.results:
             record: dict[str, Any] = dict(self.extra)
-            record["distinct_id"] = _text(profile.distinct_id)
+            record["distinct_id"] = distinct_id = _text(profile.distinct_id)
+            keys.append(profile_key(distinct_id))
             if self.with_profile:
                 seen = parse_last_seen(_last_seen_decoder.decode(profile.properties).last_seen)
                 newest = later(newest, seen)
@@ -118,4 +152,29 @@ class ProfileEncoder:
                 write(_encoder.encode(message) + b"\n")
             else:
                 write(_encoder.encode(record) + b"\n")
-        return PageWritten(len(page.results), newest, page.session_id, page.page_size, page.total)
+        return PageWritten(
+            len(page.results), newest, page.session_id, page.page_size, page.total, keys
+        )
+
+
+def _decode_page(body: bytes) -> _Page:
+    """The page; invalid UTF-8 in a decoded field (``sanitize_text`` off) becomes U+FFFD there,
+    as for events, and ``$properties`` stay the bytes Mixpanel sent."""
+    try:
+        return _page_decoder.decode(body)
+    except (UnicodeDecodeError, msgspec.DecodeError):
+        if _is_utf8(body):
+            raise  # not whole JSON
+    page = _page_decoder.decode(body.decode("utf-8", "replace").encode("utf-8"))
+    raw = _raw_page_decoder.decode(body).results or []
+    for profile, original in zip(page.results or [], raw, strict=True):
+        profile.properties = original.properties
+    return page
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -6,9 +6,11 @@ and its size; its other pages are then fetched at the same time, each into a spo
 own. A query is handed back only once every page of its session is on disk: pages of one
 session are disjoint, so a query emitted whole emits each profile once.
 
-When a later page says the session is gone, what was fetched of that session is thrown away
-and the query starts again with a new session: Mixpanel does not promise the same order in a
-new session, so skipping pages already fetched could lose or repeat profiles. Nothing of a
+When a later page says the session is gone, or the session's pages turn out not to be a whole
+split of one result (a short page before the last, a profile on two pages), what was fetched of
+that session is thrown away and the query starts again with a new session: Mixpanel does not
+promise the same order in a new session, so skipping pages already fetched could lose or repeat
+profiles. After ``max_retries`` such restarts the query fails. Nothing of a
 query reaches stdout before all of it is on disk, so a restart never repeats a record, and
 memory holds one page per worker whatever the size of the query.
 
@@ -36,7 +38,12 @@ from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
 from tap_mixpanel_parallel.http.retry import with_retries
 from tap_mixpanel_parallel.query.client import SessionExpired
-from tap_mixpanel_parallel.query.paging import Session, next_page_needed, short_page
+from tap_mixpanel_parallel.query.paging import (
+    Session,
+    broken_split,
+    pages_to_add,
+    repeated_keys,
+)
 from tap_mixpanel_parallel.query.records import PageWritten, ProfileEncoder
 from tap_mixpanel_parallel.query.state import later
 
@@ -215,7 +222,7 @@ class QueryRunner:
             self._fail(job, f"page {result.page}: {result.error}")
             return
         if result.status is None:
-            self._restart(job, result.error)
+            self._restart(job, "the paging session expired", result.error)
             return
         assert result.written is not None
         self._page_done(job, result.page, result.written)
@@ -239,40 +246,57 @@ class QueryRunner:
                 written.session_id or "",
                 written.page_size or job.page_size,
                 written.count if written.total is None else written.total,
+                total_known=written.total is not None,
             )
-            job.known_pages = job.session.planned_pages if written.session_id else 1
-            for later_page in range(1, job.known_pages):
-                self._submit(job, later_page, job.session.session_id)
-        assert job.session is not None
-        last = job.known_pages - 1
-        if (
-            last in job.pages
-            and job.session.session_id
-            and next_page_needed(
-                last, job.pages[last].count, job.session.page_size, job.known_pages
+            job.known_pages = 1
+        session = job.session
+        assert session is not None
+        if session.session_id:
+            # Keep asking while pages are full: Mixpanel's total may be short of what it holds,
+            # or missing, and then pages go a window ahead.
+            counts = {number: counted.count for number, counted in job.pages.items()}
+            if page == 0:
+                job.known_pages = session.planned_pages if session.total_known else 1
+            more = pages_to_add(
+                counts,
+                job.known_pages,
+                session.page_size,
+                open_ended=not session.total_known,
+                window=self._max_workers,
             )
-        ):
-            # Mixpanel's total was short of what it holds: keep asking while pages are full.
-            job.known_pages += 1
-            self._submit(job, job.known_pages - 1, job.session.session_id)
-            return
+            start = 1 if page == 0 else job.known_pages
+            job.known_pages += more
+            for later_page in range(start, job.known_pages):
+                self._submit(job, later_page, session.session_id)
         if len(job.pages) == job.known_pages:
-            for number, counted in sorted(job.pages.items()):
-                if short_page(number, counted.count, job.session, job.known_pages):
-                    self._logger.warning(
-                        "%s: page %d held %d profiles, not a full page of %d",
-                        job.label,
-                        number,
-                        counted.count,
-                        job.session.page_size,
-                    )
-            job.status = Status.OK
+            self._complete(job)
 
-    def _restart(self, job: QueryJob, error: str) -> None:
+    def _complete(self, job: QueryJob) -> None:
+        """Every page asked for is on disk: accept the session only if it is a whole split."""
+        assert job.session is not None
+        broken = broken_split(
+            {number: counted.count for number, counted in job.pages.items()},
+            job.session.page_size,
+        )
+        if broken is not None:
+            self._restart(job, "the session's pages were not a whole split", broken)
+            return
+        repeats = repeated_keys(counted.keys for counted in job.pages.values())
+        if repeats:
+            self._restart(
+                job,
+                "the session served profiles twice",
+                f"{repeats} profile{'' if repeats == 1 else 's'} came twice in one session"
+                " (it shifted under concurrent writes, so others may be missing)",
+            )
+            return
+        job.status = Status.OK
+
+    def _restart(self, job: QueryJob, what: str, error: str) -> None:
         self._cancel_queued(job)
         _remove([job.path(page) for page in job.pages])
         if job.restarts >= self._max_retries:
-            self._fail(job, f"the paging session expired {job.restarts + 1} times: {error}")
+            self._fail(job, f"{what} {job.restarts + 1} times: {error}")
             return
         job.restarts += 1
         job.generation += 1
@@ -280,9 +304,9 @@ class QueryRunner:
         job.session = None
         job.known_pages = 0
         self._logger.warning(
-            "%s: the paging session expired (%s); starting the query again with a new session"
-            " (restart %d of at most %d)",
+            "%s: %s (%s); starting the query again with a new session (restart %d of at most %d)",
             job.label,
+            what,
             error,
             job.restarts,
             self._max_retries,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tap_mixpanel_parallel.export.state import StateError
@@ -63,6 +64,64 @@ def load_bookmark(stream_state: Mapping[str, Any], stream: str) -> dt.datetime |
 def dump_bookmark(moment: dt.datetime, key: str) -> dict[str, Any]:
     """The SDK's own bookmark shape, so Meltano and users read it as usual."""
     return {"replication_key": key, "replication_key_value": format_last_seen(moment)}
+
+
+@dataclass(frozen=True)
+class EngageState:
+    """``bookmarks.engage``: the bookmark, and when every profile was last read (only kept
+    when ``engage_full_refresh_days`` asks for it)."""
+
+    bookmark: dt.datetime | None = None
+    last_full_read: dt.datetime | None = None
+
+
+ENGAGE = "engage"
+LAST_FULL_READ = "last_full_read"
+
+
+def load_engage_state(stream_state: Mapping[str, Any]) -> EngageState:
+    """Read ``bookmarks.engage``; :class:`StateError` names the key that cannot be read."""
+    bookmark = load_bookmark(stream_state, ENGAGE)
+    raw = stream_state.get(LAST_FULL_READ)
+    last_full_read = None if raw is None else parse_last_seen(raw)
+    if raw is not None and last_full_read is None:
+        msg = f"bookmarks.{ENGAGE}.{LAST_FULL_READ}: {raw!r} is not an ISO 8601 date-time"
+        raise StateError(msg)
+    return EngageState(bookmark, last_full_read)
+
+
+def dump_engage_state(state: EngageState, key: str) -> dict[str, Any]:
+    """``bookmarks.engage`` to emit."""
+    out: dict[str, Any] = {"replication_key": key}
+    if state.bookmark is not None:
+        out = dump_bookmark(state.bookmark, key)
+    if state.last_full_read is not None:
+        out[LAST_FULL_READ] = format_last_seen(state.last_full_read)
+    return out
+
+
+def ahead_of(moment: dt.datetime | None, clock: dt.datetime) -> dt.datetime | None:
+    """``moment`` when it is after ``clock`` (a bookmark or ``$last_seen`` in the future), else
+    None. Nothing a run reads was updated after the run read it, so such a moment was set by
+    hand (an import writing ``$last_seen``, an edited state) or under a wrong clock; kept as a
+    bookmark it would hide every update until that day comes."""
+    if moment is not None and moment > clock:
+        return moment
+    return None
+
+
+def full_read_due(
+    state: EngageState, now: dt.datetime, every_days: int | None, *, forced: bool
+) -> bool:
+    """Whether this engage run reads every profile: asked for, a first run, or
+    ``every_days`` (``engage_full_refresh_days``) since the last full read."""
+    if forced or state.bookmark is None:
+        return True
+    if every_days is None:
+        return False
+    return state.last_full_read is None or now - state.last_full_read >= dt.timedelta(
+        days=every_days
+    )
 
 
 def engage_where(

@@ -338,4 +338,4 @@ class FakeMixpanel:
             message = err.message
             if err.status == 401 and request.faults.echo_credentials:
                 message += echo(request.header("Authorization"), request.faults.echo_padding)
-            request.wire.simple(err.status, message)
+            request.wire.simple(err.status, message, content_type=err.content_type)

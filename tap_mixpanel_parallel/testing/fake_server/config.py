@@ -76,6 +76,20 @@ class ServerConfig:
     max_page_size: int = field(
         default=10_000, metadata=doc("the largest engage page_size honoured (larger is capped)")
     )
+    where_strict_grammar: bool = field(
+        default=False,
+        metadata=doc(
+            "engage where follows Mixpanel's documented grammar to the letter: > >= < <= of two"
+            ' strings is undefined, so properties["$last_seen"] >= "..." matches nothing'
+            " (by default strings compare, as peers report Mixpanel does in practice)"
+        ),
+    )
+    awkward_profiles: bool = field(
+        default=False,
+        metadata=doc(
+            "profile 1 carries invalid UTF-8 and an escaped NUL in nested values of $properties"
+        ),
+    )
     # -- authentication ---------------------------------------------------------------------------
     service_account: tuple[str, str] | None = field(
         default=DEFAULT_SERVICE_ACCOUNT,

@@ -27,10 +27,19 @@ STATUS_TEXT = {
 class HttpError(Exception):
     """A request refused before any byte of the response: its status and plain-text body."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, *, content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.content_type = content_type
+
+
+def mixpanel_error(status: int, request_path: str, text: str) -> HttpError:
+    """Mixpanel's error JSON, which echoes the request beside its message."""
+    body = json.dumps({"request": request_path, "error": text})
+    return HttpError(status, body, content_type="application/json")
 
 
 def format_seconds(value: float) -> str:

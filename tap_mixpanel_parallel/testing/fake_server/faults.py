@@ -133,6 +133,46 @@ class Faults:
             cli=False,
         ),
     )
+    # -- engage answers Mixpanel documents or users saw, all deterministic ----------------------
+    session_gone_status: int = field(
+        default=400,
+        metadata=doc(
+            "status of the answer to a page of an expired session (Mixpanel's words: 'request"
+            " for page in uncached query for params'); 200 sends it as a status: error body"
+        ),
+    )
+    status_error_page: int | None = field(
+        default=None,
+        metadata=doc("this engage page answers 200 with a status: error body (off by default)"),
+    )
+    status_error_times: int = field(
+        default=1, metadata=doc("how many times --status-error-page answers so, over all sessions")
+    )
+    status_error_results: bool = field(
+        default=False, metadata=doc("the status: error body also carries an empty results list")
+    )
+    status_error_message: str = field(
+        default="Query failed: internal error, please retry",
+        metadata=doc("the error text of a status: error body"),
+    )
+    engage_no_total: bool = field(default=False, metadata=doc("engage page 0 carries no total"))
+    short_page: int | None = field(
+        default=None,
+        metadata=doc(
+            "this engage page of the first --short-page-sessions sessions holds half its profiles"
+        ),
+    )
+    short_page_sessions: int = field(
+        default=1, metadata=doc("how many sessions (the first ones) --short-page cuts")
+    )
+    shifting_sessions: int = field(
+        default=0,
+        metadata=doc(
+            "the first N engage sessions shift by one profile after page 0, as under concurrent"
+            " writes: each later page starts one profile earlier, repeating the previous"
+            " page's last profile"
+        ),
+    )
 
 
 @dataclass

@@ -12,10 +12,14 @@ annotations and funnel rows a complete sync must deliver (:class:`QueryData`).
   sessions, so a client that skips pages it already has after a restart loses profiles here).
   Later pages are slices of the session. ``total`` comes on page 0 only; ``page_size`` is capped
   at ``max_page_size`` and the answer says which size was used. Only the latest 64 sessions are
-  kept; ``Faults.expire_sessions`` expires the first N early. An unknown or expired session is
-  a 400 that names the session.
-- **where**: only ``properties["$last_seen"] >= "<ISO date-time>"`` (what an incremental sync
-  sends); anything else is a 400. ``filter_by_cohort={"id": N}`` selects a cohort's members.
+  kept; ``Faults.expire_sessions`` expires the first N early. A page of an unknown or expired
+  session gets Mixpanel's one documented message for it, ``request for page in uncached query
+  for params``, as its error JSON (status ``Faults.session_gone_status``, 400 by default; 200
+  sends it as a ``status: error`` body). Other odd answers (a ``status: error`` page, no
+  ``total``, a short page, a session that shifts under writes) are ``Faults`` knobs.
+- **where**: Mixpanel's segmentation-expression grammar (``where.py``); one that does not parse
+  is a 400. ``where_strict_grammar`` leaves ``>=`` of two strings undefined, as the grammar
+  documents. ``filter_by_cohort={"id": N}`` selects a cohort's members.
 - **Cohorts**: ids ``101, 102, ...``; cohort ``101 + c`` holds every ``(c + 2)``-th profile.
 - **Funnels**: ids ``7001, ...``; one row per day with two steps, counts a function of
   (funnel, day).
@@ -33,20 +37,22 @@ import datetime as dt
 import hashlib
 import json
 import random
-import re
 import threading
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import HttpError
+from .errors import HttpError, mixpanel_error
 from .faults import decide
+from .where import WhereError, compile_where
 from .wire import stall
 
 if TYPE_CHECKING:
     from .app import FakeMixpanel
     from .config import ServerConfig
+    from .faults import Faults
     from .request import Request
 
 # The documented Query API paths; of the legacy /api/2.0 ones only annotations, which a project
@@ -59,10 +65,10 @@ LEGACY_ANNOTATIONS_PATH = "/api/2.0/annotations"
 PATHS = (ENGAGE_PATH, COHORTS_PATH, FUNNELS_LIST_PATH, FUNNELS_PATH, LEGACY_ANNOTATIONS_PATH)
 LAST_SEEN_SPREAD_SECONDS = 30 * 86400
 SESSION_WINDOW = 64
-SESSION_GONE = (
-    "session_id {sid} is expired or unknown; query again from page 0 without a session_id"
-)
-_WHERE_RE = re.compile(r'\s*properties\["\$last_seen"\]\s*>=\s*"([^"\\]+)"\s*')
+#: Mixpanel's documented answer to a page of a query it no longer holds.
+UNCACHED_QUERY = "request for page in uncached query for params"
+#: Stands for invalid UTF-8 in ``awkward_profiles``; replaced by raw bytes on the wire.
+_BAD_UTF8_MARK = "@@invalid-utf-8@@"
 _CITIES = ("Berlin", "Lagos", "Lima", "Osaka", "Toronto")
 _PLANS = ("free", "starter", "growth", "enterprise")
 _FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -82,6 +88,7 @@ class QueryData:
         self.annotations = config.annotations
         self.start = config.start
         self.project_id = config.project_id
+        self.awkward = config.awkward_profiles
         self.last_seen_base = dt.datetime.combine(today, dt.time(12, 0))
         self.touched: dict[int, str] = {}
 
@@ -118,13 +125,22 @@ class QueryData:
         seen = self.last_seen(i)
         if seen is not None:
             props["$last_seen"] = seen
+        if self.awkward and i == 1:
+            props["flags"]["nested"]["note"] = f"caf{_BAD_UTF8_MARK} ok"
+            props["flags"]["nul"] = "a\x00b"
         return props
 
     def profile(self, i: int) -> dict[str, Any]:
         return {"$distinct_id": self.distinct_id(i), "$properties": self.properties(i)}
 
-    def matching(self, since: str | None = None, cohort: int | None = None) -> list[int]:
-        """Indices of the profiles a query selects, in index order."""
+    def matching(
+        self,
+        since: str | None = None,
+        cohort: int | None = None,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[int]:
+        """Indices of the profiles a query selects, in index order: ``since`` is a short form
+        of the ``where`` an incremental sync sends."""
         step = 1
         if cohort is not None:
             c = cohort - 101
@@ -132,6 +148,8 @@ class QueryData:
                 return []
             step = c + 2
         indices = range(0, self.profiles, step)
+        if where is not None:
+            return [i for i in indices if where(self.properties(i))]
         if since is None:
             return list(indices)
         return [i for i in indices if (seen := self.last_seen(i)) is not None and seen >= since]
@@ -208,6 +226,8 @@ class _Session:
     order: array[int]
     page_size: int
     later_pages: int = 0
+    shifted: bool = False
+    short_page: int | None = None
 
 
 class QueryState:
@@ -216,32 +236,54 @@ class QueryState:
     def __init__(self, config: ServerConfig, today: dt.date) -> None:
         self.data = QueryData(config, today)
         self.max_page_size = config.max_page_size
+        self.strict_where = config.where_strict_grammar
         self.sessions_created = 0
+        self.status_errors_sent = 0
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open_session(self, order: list[int], page_size: int) -> tuple[str, _Session]:
+    def open_session(
+        self, order: list[int], page_size: int, faults: Faults
+    ) -> tuple[str, _Session]:
         with self._lock:
             self.sessions_created += 1
             number = self.sessions_created
         sid = f"{number:06d}-{hashlib.sha256(str(number).encode()).hexdigest()[:10]}"
         random.Random(sid).shuffle(order)
-        session = _Session(number, array("l", order), page_size)
+        session = _Session(
+            number,
+            array("l", order),
+            page_size,
+            shifted=number <= faults.shifting_sessions,
+            short_page=faults.short_page if number <= faults.short_page_sessions else None,
+        )
         with self._lock:
             self._sessions[sid] = session
             while len(self._sessions) > SESSION_WINDOW:
                 self._sessions.popitem(last=False)
         return sid, session
 
-    def later_page(self, sid: str, expire_sessions: int, expire_after: int) -> _Session:
+    def later_page(self, sid: str, faults: Faults) -> _Session | None:
+        """The live session ``sid``, or None when it is gone."""
         with self._lock:
             found = self._sessions.get(sid)
             if found is None or (
-                found.number <= expire_sessions and found.later_pages >= expire_after
+                found.number <= faults.expire_sessions
+                and found.later_pages >= faults.expire_after_pages
             ):
-                raise HttpError(400, SESSION_GONE.format(sid=sid))
+                return None
             found.later_pages += 1
             return found
+
+    def status_error_due(self, page: int, faults: Faults) -> bool:
+        """Whether this page now answers with a ``status: error`` body (counted per server)."""
+        if faults.status_error_page != page:
+            return False
+        with self._lock:
+            if self.status_errors_sent >= faults.status_error_times:
+                return False
+            self.status_errors_sent += 1
+            return True
 
 
 def handle(app: FakeMixpanel, request: Request) -> None:
@@ -297,19 +339,29 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+def _status_error(text: str, *, results: bool) -> bytes:
+    """A 200 whose JSON says the query failed, as Mixpanel's APIs word it."""
+    body: dict[str, Any] = {"error": text, "status": "error"}
+    if results:
+        body["results"] = []
+    return _json(body)
+
+
 def _engage(app: FakeMixpanel, request: Request) -> bytes:
     state, params, faults = app.query, request.params, request.faults
     page = _int(params.get("page") or "0", "page")
     sid = params.get("session_id") or ""
     if page > 0 and not sid:
         raise HttpError(400, "session_id is required when page is greater than 0")
+    if state.status_error_due(page, faults):
+        return _status_error(faults.status_error_message, results=faults.status_error_results)
     if not sid:
-        since = None
+        where = None
         if params.get("where"):
-            match = _WHERE_RE.fullmatch(params["where"])
-            if match is None:
-                raise HttpError(400, "unsupported where expression")
-            since = match[1]
+            try:
+                where = compile_where(params["where"], compare_strings=not state.strict_where)
+            except WhereError as exc:
+                raise HttpError(400, f"invalid where expression: {exc}") from None
         cohort = None
         if params.get("filter_by_cohort"):
             try:
@@ -319,19 +371,34 @@ def _engage(app: FakeMixpanel, request: Request) -> bytes:
         size = min(_int(params.get("page_size") or "1000", "page_size"), state.max_page_size)
         if size < 1:
             raise HttpError(400, "page_size must be positive")
-        sid, session = state.open_session(state.data.matching(since, cohort), size)
+        matching = state.data.matching(cohort=cohort, where=where)
+        sid, session = state.open_session(matching, size, faults)
     else:
-        session = state.later_page(sid, faults.expire_sessions, faults.expire_after_pages)
+        found = state.later_page(sid, faults)
+        if found is None:
+            if faults.session_gone_status == 200:
+                return _status_error(UNCACHED_QUERY, results=False)
+            query = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+            raise mixpanel_error(
+                faults.session_gone_status, f"{request.path}?{query}", UNCACHED_QUERY
+            )
+        session = found
     size = session.page_size
     head: dict[str, Any] = {"page": page, "page_size": size, "session_id": sid, "status": "ok"}
-    if page == 0:
+    if page == 0 and not faults.engage_no_total:
         head["total"] = len(session.order)
+    first = page * size
+    if session.shifted and page > 0:
+        first -= 1  # the session moved on by one profile after page 0
+    chosen = session.order[first : first + size]
+    if page == session.short_page:
+        chosen = chosen[: len(chosen) // 2]
     profile = state.data.profile
-    results = ",".join(
-        json.dumps(profile(i), separators=(",", ":"))
-        for i in session.order[page * size : (page + 1) * size]
-    )
-    return (json.dumps(head)[:-1] + ',"results":[' + results + "]}").encode()
+    results = ",".join(json.dumps(profile(i), separators=(",", ":")) for i in chosen)
+    body = (json.dumps(head)[:-1] + ',"results":[' + results + "]}").encode()
+    if state.data.awkward:
+        body = body.replace(_BAD_UTF8_MARK.encode(), b"\xff\xfe")
+    return body
 
 
 def _funnel(data: QueryData, params: dict[str, str]) -> bytes:
