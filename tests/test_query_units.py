@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from array import array
 
 import msgspec
 import pytest
@@ -12,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.state import StateError
-from tap_mixpanel_parallel.query.paging import Session, next_page_needed, page_count, short_page
+from tap_mixpanel_parallel.query.paging import (
+    Session,
+    broken_split,
+    page_count,
+    pages_to_add,
+    repeated_keys,
+)
 from tap_mixpanel_parallel.query.records import PageMalformed, ProfileEncoder
 from tap_mixpanel_parallel.query.state import (
     dump_bookmark,
@@ -47,23 +54,60 @@ def test_paging_until_a_short_page_reads_everything_even_when_total_is_short(tot
     full, so every profile is read and no page past the first empty one is asked for."""
     held = total + extra * size  # what the session really holds
     known = Session("s", size, total).planned_pages
-    read = 0
+    counts: dict[int, int] = {}
+    short = False
     page = 0
     while page < known:
-        count = max(0, min(size, held - page * size))
-        read += count
-        if next_page_needed(page, count, size, known):
-            known += 1
+        counts[page] = max(0, min(size, held - page * size))
+        short = short or counts[page] < size
+        known += pages_to_add(known, counts, short_seen=short, open_ended=False, window=5)
         page += 1
-    assert read == held
+    assert sum(counts.values()) == held
     assert known <= page_count(held, size) + 1
+    assert broken_split(counts, size) is None
 
 
-def test_short_pages_are_only_warned_about_before_the_last():
-    session = Session("s", 10, 25)
-    assert short_page(0, 9, session, 3)
-    assert not short_page(2, 5, session, 3)
-    assert not short_page(1, 10, session, 3)
+@given(
+    held=st.integers(0, 5000),
+    size=st.integers(1, 700),
+    window=st.integers(1, 6),
+    order=st.randoms(use_true_random=False),
+)
+def test_without_total_pages_go_a_window_ahead_and_end_at_the_first_short_one(
+    held, size, window, order
+):
+    """Pages come back in any order; every profile is read, at most ``window`` pages are in
+    flight, and no more than a window of pages past the end is asked for."""
+    counts = {0: min(size, held)}
+    short = counts[0] < size
+    known = 1 + pages_to_add(1, counts, short_seen=short, open_ended=True, window=window)
+    in_flight = set(range(1, known))
+    while in_flight:
+        assert len(in_flight) <= window
+        page = order.choice(sorted(in_flight))
+        in_flight.discard(page)
+        counts[page] = max(0, min(size, held - page * size))
+        short = short or counts[page] < size
+        more = pages_to_add(known, counts, short_seen=short, open_ended=True, window=window)
+        in_flight.update(range(known, known + more))
+        known += more
+    assert sum(counts.values()) == held
+    assert known <= page_count(held, size) + 1 + window
+    assert broken_split(counts, size) is None
+
+
+def test_a_short_page_before_the_last_non_empty_one_is_a_broken_split():
+    assert broken_split({0: 9, 1: 10, 2: 5}, 10) is not None
+    assert "page 0 held 9" in (broken_split({0: 9, 1: 10, 2: 5}, 10) or "")
+    assert broken_split({0: 10, 1: 10, 2: 5}, 10) is None
+    assert broken_split({0: 10, 1: 5, 2: 0, 3: 0}, 10) is None
+    assert broken_split({0: 10, 1: 0, 2: 1}, 10) is not None
+
+
+@given(st.lists(st.lists(st.integers(0, 2**64 - 1), max_size=50), max_size=20))
+def test_repeated_keys_counts_every_key_seen_before(pages):
+    flat = [key for keys in pages for key in keys]
+    assert repeated_keys(array("Q", keys) for keys in pages) == len(flat) - len(set(flat))
 
 
 @given(
@@ -264,7 +308,7 @@ def test_uncharged_slots_skip_the_hourly_budget_but_not_a_429_pause():
 
 def test_sanitize_text_cleans_nul_and_bad_utf8_anywhere_in_a_profile():
     body = (
-        b'{"page":0,"page_size":5,"session_id":"s","total":1,"results":[{"$distinct_id":"a\\u0000",'
+        b'{"page":0,"page_size":5,"session_id":"s","status":"ok","total":1,"results":[{"$distinct_id":"a\\u0000",'
         b'"$properties":{"k\\u0000":{"deep":["x\\u0000y"]},"name":"caf\xe9"}}]}'
     )
     sink = io.BytesIO()

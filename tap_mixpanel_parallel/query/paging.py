@@ -15,7 +15,7 @@ read again.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -48,26 +48,27 @@ def page_count(total: int, page_size: int) -> int:
     return max(1, -(-max(total, 0) // page_size))
 
 
-def next_page_needed(last_page: int, last_count: int, page_size: int, known_pages: int) -> bool:
-    """True when the last known page came back full: Mixpanel's documented rule is to keep
-    asking while ``len(results) >= page_size``, whatever ``total`` said."""
-    return last_page == known_pages - 1 and page_size > 0 and last_count >= page_size
-
-
 def pages_to_add(
-    counts: Mapping[int, int], known_pages: int, page_size: int, *, open_ended: bool, window: int
+    known_pages: int,
+    received: Collection[int],
+    *,
+    short_seen: bool,
+    open_ended: bool,
+    window: int,
 ) -> int:
-    """How many pages to ask for beyond the ``known_pages`` already asked for.
+    """How many pages to ask for beyond the ``known_pages`` already asked for, given the pages
+    ``received`` so far.
 
-    None once a page came back short (the end, or a broken split that :func:`broken_split`
-    reports). Without ``total`` (``open_ended``), enough to keep ``window`` pages in flight;
-    with it, the next page once the last one asked for came back full.
+    None once a page came back short (``short_seen``: the end, or a broken split that
+    :func:`broken_split` reports). Without ``total`` (``open_ended``), enough to keep
+    ``window`` pages in flight; with it, the next page once the last one asked for came back
+    full.
     """
-    if page_size < 1 or any(count < page_size for count in counts.values()):
+    if short_seen:
         return 0
     if open_ended:
-        return max(0, window - (known_pages - len(counts)))
-    return 1 if known_pages - 1 in counts else 0
+        return max(0, window - (known_pages - len(received)))
+    return 1 if known_pages - 1 in received else 0
 
 
 def broken_split(counts: Mapping[int, int], page_size: int) -> str | None:

@@ -66,6 +66,7 @@ class QueryJob:
     session: Session | None = None
     known_pages: int = 0
     pages: dict[int, PageWritten] = field(default_factory=dict)
+    short_seen: bool = False
     status: Status | None = None
     error: str = ""
     attempts: int = 0
@@ -251,16 +252,16 @@ class QueryRunner:
             job.known_pages = 1
         session = job.session
         assert session is not None
+        job.short_seen = job.short_seen or written.count < session.page_size
         if session.session_id:
             # Keep asking while pages are full: Mixpanel's total may be short of what it holds,
             # or missing, and then pages go a window ahead.
-            counts = {number: counted.count for number, counted in job.pages.items()}
             if page == 0:
                 job.known_pages = session.planned_pages if session.total_known else 1
             more = pages_to_add(
-                counts,
                 job.known_pages,
-                session.page_size,
+                job.pages.keys(),
+                short_seen=job.short_seen,
                 open_ended=not session.total_known,
                 window=self._max_workers,
             )
@@ -301,6 +302,7 @@ class QueryRunner:
         job.restarts += 1
         job.generation += 1
         job.pages.clear()
+        job.short_seen = False
         job.session = None
         job.known_pages = 0
         self._logger.warning(
