@@ -13,8 +13,8 @@ from typing import IO, Any
 
 import msgspec
 
-from tap_mixpanel_parallel.export.records import sanitize_line
 from tap_mixpanel_parallel.query.state import later, parse_last_seen
+from tap_mixpanel_parallel.run.text import sanitize_line
 
 
 class _Profile(msgspec.Struct):
