@@ -24,7 +24,12 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
-from tap_mixpanel_parallel.run.text import sanitize_line
+from tap_mixpanel_parallel.run.text import (
+    TEXT_DECODE_ERRORS,
+    is_utf8,
+    replace_invalid_utf8,
+    sanitize_line,
+)
 
 STREAM_NAME = "events"
 TERMINATED_EARLY = b"terminated early"
@@ -100,10 +105,12 @@ def _decode(line: bytes) -> tuple[_Event, _Keys]:
     try:
         event = _event_decoder.decode(line)
         return event, _keys_decoder.decode(event.properties)
-    except UnicodeDecodeError:
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(line):
+            raise  # a cut or foreign line, not bad text
         # Invalid UTF-8 in a decoded field (sanitize_text off): the columns get U+FFFD, and
         # properties stay the bytes Mixpanel sent.
-        event = _event_decoder.decode(line.decode("utf-8", "replace").encode("utf-8"))
+        event = _event_decoder.decode(replace_invalid_utf8(line))
         keys = _keys_decoder.decode(event.properties)
         event.properties = _raw_event_decoder.decode(line).properties
         return event, keys
