@@ -15,9 +15,9 @@ from typing import Any
 from singer_sdk import Tap
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.records import decode_record
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
+from tap_mixpanel_parallel.run.text import decode_record
 from tap_mixpanel_parallel.settings import Settings
 from tap_mixpanel_parallel.stream_base import SpooledStream
 

@@ -16,7 +16,6 @@ import msgspec
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.runner import Status
 from tap_mixpanel_parallel.http.errors import (
     PartitionRejected,
     StreamCut,
@@ -49,6 +48,8 @@ from tap_mixpanel_parallel.query.state import (
     later,
     load_engage_state,
 )
+from tap_mixpanel_parallel.run.status import Status
+from tap_mixpanel_parallel.run.text import TEXT_DECODE_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,7 +75,7 @@ def engage_fetch(api: QueryApi) -> FetchPage:
         stamp = dt.datetime.now(dt.timezone.utc).isoformat()
         try:
             return job.encoder.write_page(body, sink, stamp)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except TEXT_DECODE_ERRORS:
             msg = f"page {page} is not whole JSON (cut body)"
             raise StreamCut(msg) from None
         except PageRefused as exc:

@@ -15,8 +15,13 @@ from typing import IO, Any
 
 import msgspec
 
-from tap_mixpanel_parallel.export.records import sanitize_line
 from tap_mixpanel_parallel.query.state import later, parse_last_seen
+from tap_mixpanel_parallel.run.text import (
+    TEXT_DECODE_ERRORS,
+    is_utf8,
+    replace_invalid_utf8,
+    sanitize_line,
+)
 
 
 class _Profile(msgspec.Struct):
@@ -34,16 +39,18 @@ class _Page(msgspec.Struct):
     error: str | None = None
 
 
-class _LastSeen(msgspec.Struct):
-    last_seen: Any = msgspec.field(name="$last_seen", default=None)
-
-
 class _RawProfile(msgspec.Struct):
     properties: msgspec.Raw = msgspec.field(name="$properties", default=msgspec.Raw(b"{}"))
 
 
 class _RawPage(msgspec.Struct):
+    """A page read without decoding any string, so invalid UTF-8 cannot stop it."""
+
     results: list[_RawProfile] | None = None
+
+
+class _LastSeen(msgspec.Struct):
+    last_seen: Any = msgspec.field(name="$last_seen", default=None)
 
 
 _page_decoder = msgspec.json.Decoder(_Page)
@@ -84,6 +91,33 @@ class PageWritten:
     total: int | None = None
     #: :func:`profile_key` of each profile of the page.
     keys: array[int] = field(default_factory=lambda: array("Q"))
+
+
+def _decode_page(body: bytes) -> _Page:
+    """The page; msgspec.DecodeError on a cut body.
+
+    Invalid UTF-8 (``sanitize_text`` off) becomes U+FFFD in ``distinct_id`` and the other
+    decoded fields, and ``$properties`` stay the bytes Mixpanel sent, as for events.
+    """
+    try:
+        return _page_decoder.decode(body)
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(body):
+            raise  # a cut or foreign body, not bad text
+    page = _page_decoder.decode(replace_invalid_utf8(body))
+    raw = _raw_page_decoder.decode(body)
+    for profile, sent in zip(page.results or [], raw.results or [], strict=True):
+        profile.properties = sent.properties
+    return page
+
+
+def _last_seen(properties: msgspec.Raw) -> Any:
+    try:
+        return _last_seen_decoder.decode(properties).last_seen
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(bytes(properties)):
+            raise
+    return _last_seen_decoder.decode(replace_invalid_utf8(bytes(properties))).last_seen
 
 
 def _text(value: Any) -> str:
@@ -138,7 +172,7 @@ class ProfileEncoder:
             record["distinct_id"] = distinct_id = _text(profile.distinct_id)
             keys.append(profile_key(distinct_id))
             if self.with_profile:
-                seen = parse_last_seen(_last_seen_decoder.decode(profile.properties).last_seen)
+                seen = parse_last_seen(_last_seen(profile.properties))
                 newest = later(newest, seen)
                 record["last_seen"] = None if seen is None else seen.isoformat()
                 record["properties"] = profile.properties
@@ -155,26 +189,3 @@ class ProfileEncoder:
         return PageWritten(
             len(page.results), newest, page.session_id, page.page_size, page.total, keys
         )
-
-
-def _decode_page(body: bytes) -> _Page:
-    """The page; invalid UTF-8 in a decoded field (``sanitize_text`` off) becomes U+FFFD there,
-    as for events, and ``$properties`` stay the bytes Mixpanel sent."""
-    try:
-        return _page_decoder.decode(body)
-    except (UnicodeDecodeError, msgspec.DecodeError):
-        if _is_utf8(body):
-            raise  # not whole JSON
-    page = _page_decoder.decode(body.decode("utf-8", "replace").encode("utf-8"))
-    raw = _raw_page_decoder.decode(body).results or []
-    for profile, original in zip(page.results or [], raw, strict=True):
-        profile.properties = original.properties
-    return page
-
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
