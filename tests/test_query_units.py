@@ -331,7 +331,7 @@ def test_invalid_utf8_in_a_profiles_key_loads_whatever_msgspec_raises_for_it(san
     """msgspec up to 0.22 raises UnicodeDecodeError here, 0.23 a DecodeError: both load."""
     props = b'{"$last_seen":"2024-01-02T00:00:00","name":"caf\xe9"}'
     body = (
-        b'{"page":0,"page_size":5,"session_id":"s","total":2,"results":['
+        b'{"page":0,"page_size":5,"session_id":"s","status":"ok","total":2,"results":['
         b'{"$distinct_id":"d\xfe","$properties":' + props + b"},"
         b'{"$distinct_id":"ok","$properties":{}}]}'
     )
