@@ -80,7 +80,7 @@ def engage_fetch(api: QueryApi) -> FetchPage:
             raise StreamCut(msg) from None
         except PageRefused as exc:
             said = preview(redact(exc.said, settings.secrets))
-            msg = f'Mixpanel answered page {page} with "status": "error". Mixpanel said: {said}'
+            msg = f'page {page} came without "status": "ok". Mixpanel said: {said}'
             if page and session_gone(200, exc.said):
                 raise SessionExpired(msg) from None
             # Retried like a 5xx: the query itself was accepted, Mixpanel failed to answer it.
