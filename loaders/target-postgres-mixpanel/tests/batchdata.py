@@ -21,6 +21,8 @@ def schema_message(stream: str, extra: dict[str, Any] | None = None) -> dict[str
         "note": {"type": ["string", "null"]},
         "properties": {"type": ["object", "null"]},
         "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+        # a name target-postgres conforms into a column name of its own
+        "$City Name": {"type": ["string", "null"]},
     }
     properties.update(extra or {})
     return {
@@ -60,6 +62,7 @@ def record(i: int, version: int = 1, **extra: Any) -> dict[str, Any]:
             "v": version,
         },
         "tags": ["t", f"v{version}", "nul\x00tag"] if i % 5 == 0 else [],
+        "$City Name": f"city {i % 3}",
     }
     if i % 7 == 0:
         del made["note"]  # a property absent from the record
