@@ -116,12 +116,12 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         return [s for s in self.streams.values() if isinstance(s, QueryStream)]
 
     def run_halted(self) -> bool:
-        """True once a fatal error or a signal means no further stream may start."""
-        return (
-            self._signal is not None
-            or self._events().outcome.fatal is not None
-            or any(s.outcome.fatal for s in self._query_streams())
-        )
+        """True once a signal means no further stream may start.
+
+        An error no retry can fix stops only the streams of the API that answered it: the
+        export runs whatever the Query API said, and the other way round.
+        """
+        return self._signal is not None
 
     def _events(self) -> EventsStream:
         stream = self.streams[EventsStream.name]
@@ -288,14 +288,18 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
                 self.logger.info(stream.outcome.summary)
             if stream.outcome.failed:
                 self.logger.error(
-                    "stream %s failed; its state is unchanged for the next run: %s",
+                    "stream %s failed; %s for the next run: %s",
                     stream.name,
+                    stream.outcome.kept,
                     stream.outcome.failed,
                 )
                 code = max(code, EXIT_FAILED_PARTITIONS)
             if stream.outcome.fatal:
                 self.logger.error(
-                    "stream %s stopped the run: %s", stream.name, stream.outcome.fatal
+                    "stream %s stopped; %s: %s",
+                    stream.name,
+                    stream.outcome.kept,
+                    stream.outcome.fatal,
                 )
                 code = EXIT_FATAL
         return code
