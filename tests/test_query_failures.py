@@ -8,7 +8,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tap_mixpanel_parallel.query.funnels import plan_funnel_windows
+from tap_mixpanel_parallel.query.lists import legacy_annotations_start
 from tap_mixpanel_parallel.testing.fake_server import Faults
 from tests.helpers import PROJECT_ID
 from tests.test_cli_query import catalog_for, query_config, records_of
@@ -234,3 +238,45 @@ def test_the_readme_exit_codes_put_a_query_api_402_under_exit_1():
     one, two = codes.split("`2`", 1)
     assert "402" in one, one
     assert "401/402/403" not in two, two
+
+
+@given(
+    bookmark=st.dates(dt.date(2020, 1, 1), dt.date(2030, 1, 1)),
+    later=st.integers(1, 60),
+    lookback=st.integers(0, 30),
+    window=st.integers(0, 120),
+    window_days=st.integers(1, 90),
+)
+def test_every_funnel_day_not_final_when_last_read_is_read_again(
+    bookmark, later, lookback, window, window_days
+):
+    # The run that wrote the bookmark ran the day after it; a day was final then only once
+    # the conversion window had passed after it.
+    start = dt.date(2020, 1, 1)
+    last_read = bookmark + dt.timedelta(days=1)
+    plan = plan_funnel_windows(
+        [(7001, None)],
+        {7001: bookmark},
+        start=start,
+        end=bookmark + dt.timedelta(days=later),
+        window_days=window_days,
+        lookback_days=max(lookback, window),
+    )
+    planned = {
+        w.window.from_date + dt.timedelta(days=n)
+        for w in plan
+        for n in range((w.window.to_date - w.window.from_date).days + 1)
+    }
+    not_final = {
+        last_read - dt.timedelta(days=age)
+        for age in range(1, window + 1)
+        if last_read - dt.timedelta(days=age) >= start
+    }
+    assert not_final <= planned
+
+
+def test_legacy_annotations_never_ask_past_90_days_nor_before_start_date():
+    today = dt.date(2024, 6, 30)
+    assert legacy_annotations_start(dt.date(2024, 1, 1), today) == dt.date(2024, 4, 2)
+    assert (today - legacy_annotations_start(dt.date(2000, 1, 1), today)).days == 89
+    assert legacy_annotations_start(dt.date(2024, 6, 1), today) == dt.date(2024, 6, 1)
