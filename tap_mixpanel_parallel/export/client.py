@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 import requests
 import urllib3
 
-from tap_mixpanel_parallel.export.partitions import Partition
 from tap_mixpanel_parallel.http.errors import StreamCut, TransientError
 from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
@@ -23,6 +22,7 @@ from tap_mixpanel_parallel.http.session import (
     timed_out,
     transport_error,
 )
+from tap_mixpanel_parallel.run.dates import Partition
 from tap_mixpanel_parallel.settings import Settings
 
 CHUNK_BYTES = 256 * 1024
