@@ -207,7 +207,7 @@ class FunnelsStream(QueryStream):
     def _report_failures(self, failed: Mapping[int, str], moved: set[int], funnels: int) -> None:
         """Which funnels failed, and which bookmarks this run moved."""
         if moved:
-            self.outcome.kept = "the failed funnels' bookmarks are unchanged, the others moved on,"
+            self.outcome.kept = "the failed funnels' bookmarks are unchanged (the others moved on)"
         if failed:
             self.outcome.failed = f"{len(failed)} of {funnels} funnels failed: " + "; ".join(
                 failed.values()
@@ -231,7 +231,8 @@ def ordered(
     """Each window's answer (or the error that ended its retries), in plan order, fetched up
     to ``workers`` at once and at most twice that many ahead; stops quietly on a signal.
 
-    Windows of a funnel in ``skip`` (read as it changes) are not fetched from then on."""
+    Windows of a funnel in ``skip`` (a set the caller fills as funnels fail) are not fetched
+    from then on."""
     settings = api.settings
 
     def fetch(planned: FunnelWindow) -> _Answer | ExportError:
