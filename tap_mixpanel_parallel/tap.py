@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar, NoReturn
 
@@ -155,6 +156,26 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         """Check the state's shape first: the SDK's own merge fails with a traceback."""
         check_state(state)
         super().load_state(state)
+        self._given_bookmarks = copy.deepcopy(state.get("bookmarks") or {})
+
+    _given_bookmarks: dict[str, Any] | None = None
+
+    def state_view(self, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The state a STATE message carries: a query stream that did not run, or stopped
+        before writing any STATE, keeps its bookmark as given (the SDK would add an empty one,
+        or its starting marker)."""
+        untouched = [s.name for s in self._query_streams() if s.state_untouched]
+        if not untouched:
+            return value
+        out = copy.deepcopy(dict(value))
+        bookmarks = out.setdefault("bookmarks", {})
+        given = self._given_bookmarks or {}
+        for name in untouched:
+            if name in given:
+                bookmarks[name] = copy.deepcopy(given[name])
+            else:
+                bookmarks.pop(name, None)
+        return out
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGINT/SIGTERM: stop within a bounded time; the same signal twice exits at once.
@@ -207,6 +228,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._signals_seen: set[int] = set()
+        if isinstance(self.message_writer, StdoutWriter):
+            self.message_writer.state_view = self.state_view
         # Our own handlers replace the SDK's (which would exit at once): a stop must first
         # finish the partition being written and emit the STATE of what is complete.
         if threading.current_thread() is threading.main_thread():

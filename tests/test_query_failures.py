@@ -142,8 +142,14 @@ def test_a_403_from_the_query_api_stops_its_streams_the_export_runs(
     )
     config = query_config(server)
     names = ("annotations", "cohorts", "engage", "events")
-    run = run_tap(config, extra_args=catalog_for(config, *names))
+    engage = {"replication_key": "last_seen", "replication_key_value": "2023-01-01T00:00:00"}
+    state = {"bookmarks": {"engage": engage}}
+    run = run_tap(config, state, extra_args=catalog_for(config, *names))
     assert run.returncode == 2, run.stderr[-3000:]
+    # The streams that were stopped, or not started, keep their state as given.
+    for value in run.states:
+        assert value["bookmarks"]["engage"] == engage
+        assert "cohorts" not in value["bookmarks"]
     assert len(records_of(run, "annotations")) == 3  # the App API said nothing against it
     assert records_of(run, "cohorts") == records_of(run, "engage") == []
     assert not [r for r in server.requests_log if r.path == "/api/query/engage"]

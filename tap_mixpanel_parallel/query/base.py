@@ -71,6 +71,10 @@ class QueryStream(SpooledStream):
         self._api = api
         self.halted = halted
         self.outcome = QueryOutcome()
+        #: True when the stream did not run, or stopped before it wrote any STATE: its
+        #: bookmark must stay as it was given, whatever the SDK writes for it.
+        self.state_untouched = False
+        self._published = False
 
     @property
     def api_name(self) -> str:
@@ -89,10 +93,12 @@ class QueryStream(SpooledStream):
             refused = self.api.refused.get(self.api_name)
             if refused is not None:
                 self.outcome.fatal = f"not started: {refused}"
+                self.state_untouched = True
             else:
                 yield from self.read()
                 if self.outcome.fatal:
                     self._refuse(self.outcome.fatal)
+                    self.state_untouched = not self._published
             if self.api.interrupted:
                 self.api.cut = True
         if self.api.interrupted:
@@ -104,6 +110,12 @@ class QueryStream(SpooledStream):
         apis = (QUERY_API, APP_API) if CHECK_CREDENTIALS in error else (self.api_name,)
         for api in apis:
             self.api.refused.setdefault(api, said)
+
+    @override
+    def publish_state(self, value: dict[str, Any]) -> None:
+        """Replace the stream's bookmark and write STATE now."""
+        self._published = True
+        super().publish_state(value)
 
     def read(self) -> Iterable[dict[str, Any]]:
         """The stream's records (written to stdout directly in the fast path)."""
