@@ -64,7 +64,9 @@ def test_a_batch_folder_that_fills_up_fails_its_partitions_cleanly(
 
 
 def test_two_runs_on_one_state_file_meet_whatever_their_tmpdir(fake_server, tmp_path):
-    server = fake_server(start=START, days=14, events_per_day=10, latency=1.0)
+    # Slow enough (requests of 3 s, one at a time) that the second run, which may take seconds
+    # to start on a busy machine, still finds the first one running.
+    server = fake_server(start=START, days=14, events_per_day=10, latency=3.0)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(base_config(server, max_workers=1)))
     state_path = tmp_path / "state.json"
