@@ -28,11 +28,18 @@ class HttpError(Exception):
     """A request refused before any byte of the response: its status and plain-text body."""
 
     def __init__(
-        self, status: int, message: str, *, content_type: str = "text/plain; charset=utf-8"
+        self,
+        status: int,
+        message: str,
+        json_body: bool = False,
+        *,
+        content_type: str = "text/plain; charset=utf-8",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: Sent as Mixpanel's JSON error body (``{"error": ..., "status": "error"}``).
+        self.json_body = json_body
         self.content_type = content_type
 
 
