@@ -15,9 +15,7 @@ from tap_mixpanel_parallel.query.funnels import plan_funnel_windows
 from tap_mixpanel_parallel.query.lists import legacy_annotations_start
 from tap_mixpanel_parallel.testing.fake_server import Faults
 from tests.helpers import PROJECT_ID
-from tests.test_cli_query import catalog_for, query_config, records_of
-
-__all__ = ["catalog_for"]  # a fixture, used by name
+from tests.test_cli_query import query_config, records_of
 
 START = dt.date(2024, 1, 1)
 FUNNELS = "/api/query/funnels"
