@@ -16,10 +16,11 @@ import msgspec
 from singer_sdk import Tap
 
 from tap_mixpanel_parallel.compat import override
+from tap_mixpanel_parallel.export.batch import BatchFiles
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.settings import Settings
-from tap_mixpanel_parallel.stream_base import SpooledStream
+from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
 
 
 class RunStopped(BaseException):
@@ -54,14 +55,15 @@ class QueryStream(SpooledStream):
         settings: Callable[[], Settings],
         api: Callable[[], QueryApi],
         halted: Callable[[], bool],
+        batch_files: Callable[[], BatchFiles] | None = None,
     ) -> None:
-        super().__init__(tap, settings)
+        super().__init__(tap, settings, batch_files)
         self._api = api
         self.halted = halted
         self.outcome = QueryOutcome()
 
     @override
-    def get_records(self, context: Any) -> Iterable[dict[str, Any]]:
+    def units(self, context: Any) -> Iterable[Unit]:
         """:meth:`read`, unless the run is stopping; after a signal or a fatal error, end the
         run here.
 
@@ -75,8 +77,8 @@ class QueryStream(SpooledStream):
         if self.api.interrupted or self.outcome.fatal:
             raise RunStopped
 
-    def read(self) -> Iterable[dict[str, Any]]:
-        """The stream's records (written to stdout directly in the fast path)."""
+    def read(self) -> Iterable[Unit]:
+        """The stream's records (written to stdout directly in the fast path), or manifests."""
         raise NotImplementedError
 
     @property
@@ -84,8 +86,14 @@ class QueryStream(SpooledStream):
         """The run's Query API budget and sessions, shared by every query stream."""
         return self._api()
 
-    def emit_spool(self, paths: list[Path], records: int, fast: bool) -> Iterator[dict[str, Any]]:
-        """Send spooled pages in order: copied as RECORD lines, or yielded for the SDK."""
+    def emit_spool(
+        self, paths: list[Path], records: int, fast: bool, name: str = "0"
+    ) -> Iterator[Unit]:
+        """Send spooled pages in order: as BATCH files, copied as RECORD lines, or yielded for
+        the SDK."""
+        if self.batch_out is not None:
+            yield from self.write_batch(paths, records, name)
+            return
         for path in paths:
             if fast:
                 try:
