@@ -166,8 +166,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         th.BooleanType,
         default=True,
         description="Replace NUL characters (at any depth of properties, keys included) and"
-        " invalid UTF-8 with U+FFFD, which every loader can store (PostgreSQL refuses NUL); off:"
-        " properties stay byte for byte",
+        " invalid UTF-8 with U+FFFD, which every loader can store (PostgreSQL refuses NUL); turn"
+        " it off to keep properties byte for byte",
     ),
     th.Property(
         "query_max_workers",

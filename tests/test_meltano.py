@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -122,7 +123,8 @@ def meltano_installed(tmp_path_factory) -> Meltano:
 def meltano(meltano_installed, tmp_path) -> Meltano:
     """A system database and a BATCH folder of the test's own."""
     meltano = meltano_installed.with_database(tmp_path / "meltano.db")
-    meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"] = str(tmp_path / "batches")
+    # one key of meltano.yml's batch_config, as Meltano reads nested settings from the env
+    meltano.env[BATCH_ROOT_ENV] = (tmp_path / "batches").as_uri()
     return meltano
 
 
@@ -139,6 +141,7 @@ def tap_env(server, **overrides: Any) -> dict[str, str]:
 
 
 SELECT_ENV = "TAP_MIXPANEL_PARALLEL__SELECT"
+BATCH_ROOT_ENV = "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG_STORAGE_ROOT"
 
 
 def succeeded(proc: subprocess.CompletedProcess[str]) -> str:
@@ -408,7 +411,8 @@ def test_ctrl_c_and_sigterm_to_the_group_mid_copy_then_a_rerun_loads_every_event
     tmpdir.mkdir()
     env = {
         **meltano.env,
-        **tap_env(server, max_workers=4, batch_messages=False),
+        **tap_env(server, max_workers=4),
+        "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG": "null",  # RECORD messages
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
         "TMPDIR": str(tmpdir),
     }
@@ -459,7 +463,7 @@ AWKWARD = ("Server Import", "Form Submit")
 
 
 def batch_run_folders(meltano: Meltano) -> list[Path]:
-    root = Path(meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"])
+    root = Path(urlparse(meltano.env[BATCH_ROOT_ENV]).path)
     return sorted(p for p in root.iterdir() if p.name.startswith("tap-mixpanel-parallel-"))
 
 
