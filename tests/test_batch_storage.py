@@ -11,18 +11,20 @@ import datetime as dt
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from tests.helpers import SECRET, base_config, discover
+from tests.helpers import SECRET, TAP, base_config, discover
 
 boto3 = pytest.importorskip("boto3", reason="moto[server] (test group) brings boto3")
 
@@ -221,3 +223,117 @@ def test_an_unusable_storage_root_is_one_line_before_any_request(
     assert "Traceback" not in run.stderr
     assert SECRET_KEY not in run.stderr
     assert server.requests_log == []
+
+
+# -- s3:// BATCH files through the stock SDK loader into PostgreSQL --------------------------------
+
+STOCK_TARGET = "meltanolabs-target-postgres==0.8.1"
+
+
+@pytest.fixture(scope="module")
+def stock_target_postgres(tmp_path_factory) -> Path:
+    """The Hub's default PostgreSQL loader with s3fs, in a venv of its own (uv, as Meltano)."""
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    venv = tmp_path_factory.mktemp("target-postgres") / "venv"
+    env = {**os.environ, "VIRTUAL_ENV": str(venv)}
+    for args in (["venv", "-q", str(venv)], ["pip", "install", "-q", STOCK_TARGET, "s3fs"]):
+        proc = subprocess.run([uv, *args], env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"uv {' '.join(args)}: {proc.stderr[-2000:]}")
+    return venv / "bin" / "target-postgres"
+
+
+@pytest.mark.postgres
+def test_s3_batch_files_load_into_postgresql_through_the_stock_sdk_loader(
+    fake_server, s3, s3_endpoint, stock_target_postgres, tmp_path
+):
+    """tap (BATCH on s3://, gzip) | meltanolabs target-postgres: every event one row.
+
+    The loader reads each manifest through the SDK's fsspec storage (s3fs), credentials and
+    endpoint from the environment; the tap writes with its own storage options.
+    """
+    from tests.test_meltano import psql, unavailable
+
+    try:
+        psql("SELECT 1")
+    except (AssertionError, OSError, subprocess.TimeoutExpired) as exc:
+        unavailable(f"PostgreSQL unreachable: {exc}")
+    s3.create_bucket(Bucket="roundtrip")
+    server = fake_server(start=D(2024, 1, 1), days=9, events_per_day=40, awkward_events=True)
+    schema = f"batch_s3_{uuid.uuid4().hex[:10]}"
+    tap_config = tmp_path / "tap.json"
+    tap_config.write_text(
+        json.dumps(
+            base_config(
+                server,
+                batch_config={
+                    "encoding": {"format": "jsonl", "compression": "gzip"},
+                    "storage": {
+                        "root": "s3://roundtrip/batches",
+                        "params": {"endpoint_url": s3_endpoint, "key": KEY, "secret": SECRET_KEY},
+                    },
+                    "batch_size": 50,
+                },
+            )
+        )
+    )
+    target_config = tmp_path / "target.json"
+    target_config.write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "port": 5432,
+                "user": "tap",
+                "password": "tap",
+                "database": "tap_test",
+                "default_target_schema": schema,
+                # BATCH records carry no _sdc_* values: no columns left NULL
+                "add_record_metadata": False,
+                "activate_version": False,
+            }
+        )
+    )
+    catalog = discover(base_config(server), tmp_path)
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            md["metadata"]["selected"] = entry["tap_stream_id"] == "events"
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    tap = subprocess.Popen(
+        [TAP, "--config", str(tap_config), "--catalog", str(tmp_path / "catalog.json")],
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "tap.log", "wb"),  # noqa: SIM115
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
+    try:
+        target = subprocess.run(
+            [str(stock_target_postgres), "--config", str(target_config)],
+            stdin=tap.stdout,
+            capture_output=True,
+            text=True,
+            env=s3_env(s3_endpoint),
+            timeout=300,
+            check=False,
+        )
+        assert tap.wait(60) == 0, (tmp_path / "tap.log").read_text()[-3000:]
+        assert target.returncode == 0, target.stderr[-3000:]
+        events = list(server.events(D(2024, 1, 1), D(2024, 1, 9)))
+        (rows, keys) = psql(
+            f"SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id))"
+            f" FROM {schema}.events"
+        )[0].split("|")
+        assert int(rows) == int(keys) == len(events)
+        # NUL characters and invalid UTF-8 (sanitize_text, on by default) arrived as U+FFFD
+        replaced = psql(
+            f"SELECT count(*) FROM {schema}.events WHERE strpos(properties::text, chr(65533)) > 0"
+        )
+        assert int(replaced[0]) > 0
+        # the loader's last STATE covers the last partition: nothing is owed again
+        states = [json.loads(x) for x in target.stdout.splitlines() if x.strip()]
+        assert states[-1]["bookmarks"]["events"]["replication_key_value"] == "2024-01-09"
+        # the files went to S3, none to a local folder
+        keys_in_bucket = [o["Key"] for o in s3.list_objects_v2(Bucket="roundtrip")["Contents"]]
+        assert len(keys_in_bucket) >= len(events) // 50
+    finally:
+        if tap.poll() is None:
+            tap.kill()
+        psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
