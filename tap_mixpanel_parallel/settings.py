@@ -573,7 +573,8 @@ def _storage_root(url: str) -> tuple[str, str]:
     if protocol in (None, "file", "local"):
         if protocol is not None:
             path = url.split("://", 1)[1]
-            path = path.removeprefix("localhost/") if path.startswith("localhost/") else path
+            if path.startswith("localhost/"):
+                path = path[len("localhost") :]  # file://localhost/abs is /abs
         local = Path(path).expanduser().absolute()
         existing = next(p for p in (local, *local.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
