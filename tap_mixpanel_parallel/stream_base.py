@@ -22,7 +22,7 @@ from singer_sdk import Tap, metrics
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.batch import BatchFiles
+from tap_mixpanel_parallel.run.batch import BatchFiles
 from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings
 

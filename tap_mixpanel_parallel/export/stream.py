@@ -17,7 +17,7 @@ from singer_sdk import typing as th
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
-from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner, Status
+from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.export.state import (
     ExportState,
     FailedPartition,
@@ -31,6 +31,7 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.run.status import Status
 from tap_mixpanel_parallel.settings import today_in
 from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
 

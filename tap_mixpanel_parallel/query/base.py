@@ -16,9 +16,9 @@ import msgspec
 from singer_sdk import Tap
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.batch import BatchFiles
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
+from tap_mixpanel_parallel.run.batch import BatchFiles
 from tap_mixpanel_parallel.settings import Settings
 from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
 

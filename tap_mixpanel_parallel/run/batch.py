@@ -15,7 +15,7 @@ Where files live and who removes them:
 
 - Each run writes into a folder of its own under the root: ``tap-mixpanel-parallel-*``. On
   local storage it is made and locked as spool folders are
-  (:mod:`tap_mixpanel_parallel.export.spool`), with an ``flock`` held for as long as the tap
+  (:mod:`tap_mixpanel_parallel.run.spool`), with an ``flock`` held for as long as the tap
   runs; every stream of the run writes into this one folder.
 - The tap never removes a file of its own run: the loader may read it after the tap exited.
 - On local storage, a run first removes the folders of earlier runs that are gone (their lock
@@ -48,9 +48,9 @@ from typing import IO, cast
 import fsspec
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.spool import LOCK_NAME, PREFIX, Swept, remove_stale
 from tap_mixpanel_parallel.http.errors import redact
 from tap_mixpanel_parallel.locks import try_lock, write_owner
+from tap_mixpanel_parallel.run.spool import LOCK_NAME, PREFIX, Swept, remove_stale
 from tap_mixpanel_parallel.settings import BatchTarget
 
 #: target-postgres holds a file's records as Python objects: roughly 25 bytes of memory per byte
