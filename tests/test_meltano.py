@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel, Faults
 from tests.helpers import SECRET, base_config, expected_ids
@@ -123,8 +124,14 @@ def meltano_installed(tmp_path_factory) -> Meltano:
 def meltano(meltano_installed, tmp_path) -> Meltano:
     """A system database and a BATCH folder of the test's own."""
     meltano = meltano_installed.with_database(tmp_path / "meltano.db")
-    # one key of meltano.yml's batch_config, as Meltano reads nested settings from the env
-    meltano.env[BATCH_ROOT_ENV] = (tmp_path / "batches").as_uri()
+    # meltano.yml's batch_config with the test's own root, the whole object in one variable
+    # (a nested one, ..._BATCH_CONFIG_STORAGE_ROOT, would crash Meltano 4.4.1 on the RECORD
+    # variant, whose batch_config is false)
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    (extractor,) = [e for e in project["plugins"]["extractors"] if e["name"] == EXTRACTOR]
+    batch_config = extractor["config"]["batch_config"]
+    batch_config["storage"]["root"] = (tmp_path / "batches").as_uri()
+    meltano.env[BATCH_CONFIG_ENV] = json.dumps(batch_config)
     return meltano
 
 
@@ -141,7 +148,7 @@ def tap_env(server, **overrides: Any) -> dict[str, str]:
 
 
 SELECT_ENV = "TAP_MIXPANEL_PARALLEL__SELECT"
-BATCH_ROOT_ENV = "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG_STORAGE_ROOT"
+BATCH_CONFIG_ENV = "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG"
 
 
 def succeeded(proc: subprocess.CompletedProcess[str]) -> str:
@@ -465,7 +472,7 @@ AWKWARD = ("Server Import", "Form Submit")
 
 
 def batch_run_folders(meltano: Meltano) -> list[Path]:
-    root = Path(urlparse(meltano.env[BATCH_ROOT_ENV]).path)
+    root = Path(urlparse(json.loads(meltano.env[BATCH_CONFIG_ENV])["storage"]["root"]).path)
     return sorted(p for p in root.iterdir() if p.name.startswith("tap-mixpanel-parallel-"))
 
 
