@@ -547,7 +547,7 @@ def test_events_without_insert_id_nul_and_bad_utf8_load_once_across_lookback(
     (second_run,) = batch_run_folders(meltano)
     assert second_run != first_run
     assert sorted(p.name for p in second_run.glob("*.jsonl")) == [
-        "00000-events-2024-01-08-2024-01-14-001.jsonl"
+        "00001-events-2024-01-08-2024-01-14-001.jsonl"  # the run's first unit
     ]
 
 
