@@ -112,13 +112,15 @@ class SpooledStream(PartitionBookmarks):
         finally:
             self.batch_out = None
 
-    def write_batch(self, spools: list[Path], records: int, name: str) -> Iterable[Unit]:
-        """A unit's spooled records as BATCH files: their manifest, if it has records."""
+    def write_batch(self, spools: list[Path], records: int, name: str) -> Manifest | None:
+        """A unit's spooled records as BATCH files: their manifest, None without records.
+
+        Raises ``OSError`` when they cannot be written (none of them is left behind).
+        """
         assert self.batch_out is not None
         urls = self.batch_out.write(spools, f"{self.name}-{name}")
         self.count_copied(records)
-        if urls:
-            yield Manifest(urls)
+        return Manifest(urls) if urls else None
 
     @property
     def settings(self) -> Settings:

@@ -22,7 +22,7 @@ from tap_mixpanel_parallel.locks import try_lock
 from tap_mixpanel_parallel.run.batch import BatchFiles
 from tap_mixpanel_parallel.run.spool import LOCK_NAME, PREFIX
 from tap_mixpanel_parallel.settings import batch_target
-from tests.helpers import TAP, base_config, expected_ids
+from tests.helpers import EVENT_COLUMNS, TAP, base_config, expected_ids
 
 D = dt.date
 
@@ -179,7 +179,7 @@ def test_each_partition_goes_out_as_batch_then_state_with_every_record_once(
     assert sorted(r["insert_id"] for r in records) == sorted(
         expected_ids(server, D(2024, 1, 1), D(2024, 1, 16))
     )
-    assert set(records[0]) == {"event", "time", "distinct_id", "insert_id", "properties"}
+    assert set(records[0]) == EVENT_COLUMNS
     # 175 records of a 7-day partition in files of at most 60: 60 + 60 + 55
     first_batch = next(m for m in run.messages if m["type"] == "BATCH")
     assert len(first_batch["manifest"]) == 3

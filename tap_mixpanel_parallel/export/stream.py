@@ -31,6 +31,7 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.run.batch import batch_error
 from tap_mixpanel_parallel.run.status import Status
 from tap_mixpanel_parallel.settings import today_in
 from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
@@ -69,6 +70,16 @@ class EventsStream(SpooledStream):
             description="When the event happened, RFC 3339 in UTC",
         ),
         th.Property("distinct_id", th.StringType, description="Mixpanel distinct_id"),
+        th.Property(
+            "device_id",
+            th.StringType,
+            description="$device_id (null when absent), as Mixpanel's warehouse export has it",
+        ),
+        th.Property(
+            "user_id",
+            th.StringType,
+            description="$user_id (null when absent), as Mixpanel's warehouse export has it",
+        ),
         th.Property("insert_id", th.StringType, description="Mixpanel $insert_id"),
         th.Property(
             "properties",
@@ -166,9 +177,19 @@ class EventsStream(SpooledStream):
             for result in self.runner.run(plan):
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and batches is not None:
+                    # Files that cannot be written (a full disk, a read-only folder, a
+                    # storage gone) fail the partition: no message names them, the next run
+                    # owes it, as when its spool file cannot be written.
                     partition = result.planned.partition
                     name = f"{partition.from_date}-{partition.to_date}"
-                    yield from self.write_batch([result.spool], result.records, name)
+                    try:
+                        manifest = self.write_batch([result.spool], result.records, name)
+                    except OSError as exc:
+                        error = batch_error(exc, batches.target)
+                        result = replace(result, status=Status.FAILED, records=0, error=error)
+                    else:
+                        if manifest is not None:
+                            yield manifest
                 elif result.spool is not None and fast:
                     try:
                         STDOUT.copy_file(result.spool)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import gzip
 import os
 import tempfile
@@ -145,7 +146,7 @@ class BatchFiles:
         self._units += 1
         stem = f"{self.target.prefix}{self._units:05d}-{name}"
         suffix = ".jsonl.gz" if self.target.compression == "gzip" else ".jsonl"
-        urls: list[str] = []
+        paths: list[str] = []
         out: IO[bytes] | None = None
         records = size = 0
         try:
@@ -156,17 +157,30 @@ class BatchFiles:
                 if out is None or full:
                     if out is not None:
                         out.close()
-                    path = f"{self.folder}/{stem}-{len(urls) + 1:03d}{suffix}"
+                        out = None
+                    path = f"{self.folder}/{stem}-{len(paths) + 1:03d}{suffix}"
                     out = self._open(path)
-                    urls.append(self._url(path))
+                    paths.append(path)
                     records = size = 0
                 out.write(line)
                 records += 1
                 size += len(line)
-        finally:
             if out is not None:
-                out.close()
-        return urls
+                out.close()  # flushes the last buffer (uploads it, remotely): may fail too
+                out = None
+        except OSError:
+            # no message will name these files: remove them, then fail
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    out.close()
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    if self._fs is None:
+                        os.unlink(path)
+                    else:
+                        self._fs.rm_file(path)
+            raise
+        return [self._url(path) for path in paths]
 
     def _open(self, path: str) -> IO[bytes]:
         raw: IO[bytes]
@@ -197,6 +211,14 @@ class _GzipFile(gzip.GzipFile):
             super().close()
         finally:
             self._raw.close()
+
+
+def batch_error(exc: OSError, target: BatchTarget) -> str:
+    """The one-line reason a unit's BATCH files could not be written, and what to do."""
+    where = f"{target.url} (batch_config.storage.root)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left for BATCH files in {where}: free space there or use another root"
+    return f"cannot write BATCH files in {where}: {exc.strerror or exc}"
 
 
 def _lines(spools: Sequence[Path]) -> Iterator[bytes]:
