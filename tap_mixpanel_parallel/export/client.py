@@ -15,7 +15,7 @@ import requests
 import urllib3
 
 from tap_mixpanel_parallel.export.partitions import Partition
-from tap_mixpanel_parallel.http.errors import StreamCut, TransientError
+from tap_mixpanel_parallel.http.errors import StreamCut, TimedOut, TransientError
 from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
     Watchdog,
@@ -80,7 +80,8 @@ def export_lines(
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if watchdog.fired.is_set():
                     raise _timed_out(timeout) from None
-                raise transport_error(exc, settings.secrets) from None
+                # A reset mid-body is how a proxy or Mixpanel ends a range it cannot serve.
+                raise StreamCut(transport_error(exc, settings.secrets).message) from None
             except StreamCut:
                 if watchdog.fired.is_set():
                     raise _timed_out(timeout) from None
@@ -90,7 +91,7 @@ def export_lines(
 
 
 def _timed_out(timeout: float) -> TransientError:
-    return TransientError(f"request_timeout of {timeout:g}s passed (read timed out)")
+    return TimedOut(f"request_timeout of {timeout:g}s passed (read timed out)")
 
 
 def _body(response: requests.Response, stop: threading.Event) -> Iterator[bytes]:

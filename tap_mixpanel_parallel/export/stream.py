@@ -17,7 +17,8 @@ from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.batch import BatchFiles
-from tap_mixpanel_parallel.export.partitions import plan_partitions
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.export.plan import plan_run
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner, Status
 from tap_mixpanel_parallel.export.state import (
@@ -117,14 +118,7 @@ class EventsStream(SpooledStream):
                 today,
                 zone.key,
             )
-        plan = plan_partitions(
-            start_date=settings.start_date,
-            end_date=settings.end_for(today),
-            partition_days=settings.partition_days,
-            lookback_days=settings.lookback_days,
-            bookmark=state.bookmark,
-            failed=state.failed_partitions,
-        )
+        plan = self.plan(state, today)
         fast = self.uses_fast_path()
         batches = self._batch_files(fast)
         encoder = RecordEncoder(
@@ -133,15 +127,6 @@ class EventsStream(SpooledStream):
             as_messages=fast and batches is None,
             sanitize=settings.sanitize_text,
         )
-        progress = Progress(len(plan), self.logger)
-        self.logger.info(
-            "exporting %d partition%s (%d retried from state) with up to %d workers",
-            len(plan),
-            "" if len(plan) == 1 else "s",
-            sum(p.retry_of_failed for p in plan),
-            settings.max_workers,
-        )
-        workers = ExportWorkers(settings, self._owner.name)
         limiter = RateLimiter(
             max_concurrent=settings.max_workers,
             per_second=settings.max_requests_per_second,
@@ -151,6 +136,20 @@ class EventsStream(SpooledStream):
             ),
             bare_429_seconds=settings.rate_limit_wait,
         )
+        progress = Progress(
+            len(plan),
+            self.logger,
+            budget=(settings.max_requests_per_hour, settings.max_requests_per_second),
+            requests=lambda: limiter.started,
+        )
+        self.logger.info(
+            "exporting %d partition%s (%d retried from state) with up to %d workers",
+            len(plan),
+            "" if len(plan) == 1 else "s",
+            sum(p.retry_of_failed for p in plan),
+            settings.max_workers,
+        )
+        workers = ExportWorkers(settings, self._owner.name)
         self.runner = PartitionRunner(
             attempt=workers.attempt_with(encoder),
             limiter=limiter,
@@ -173,14 +172,14 @@ class EventsStream(SpooledStream):
                             "stopped while writing partition %s: the records sent so far have"
                             " no STATE, so the next run sends them again (a target that"
                             " upserts on the key properties keeps each event once)",
-                            result.planned.partition,
+                            result.part,
                         )
                         raise
                     self.count_copied(result.records)
                 elif result.spool is not None:
                     yield from _read_spool(result.spool)
                 state = self._settle(state, result, today)
-                settled += result.status is not Status.FATAL
+                settled += result.last and result.status is not Status.FATAL
                 progress.partition_finished(result)
         finally:
             self.outcome.unsettled = len(plan) - settled
@@ -191,6 +190,29 @@ class EventsStream(SpooledStream):
                 batches.close()
             self.outcome.failed = list(state.failed)
             self.outcome.summary = progress.summary()
+
+    def plan(self, state: ExportState, today: dt.date) -> list[PlannedPartition]:
+        """What this run owes, in the sizes ``partition_mode`` asks for."""
+        settings = self.settings
+        return plan_run(
+            mode=settings.partition_mode,
+            start_date=settings.start_date,
+            end_date=settings.end_for(today),
+            partition_days=settings.partition_days,
+            lookback_days=settings.lookback_days,
+            bookmark=state.bookmark,
+            failed=state.failed_partitions,
+            per_hour=settings.max_requests_per_hour,
+            max_workers=settings.max_workers,
+        )
+
+    def planned(self) -> list[PlannedPartition]:
+        """The plan the next sync will run, from the incoming state (for the cost logged first)."""
+        today = today_in(self.settings.project_timezone)
+        state = load_state(self.stream_state)
+        if (latest := bookmark_in_future(state, today)) is not None:
+            state = replace(state, bookmark=latest)
+        return self.plan(state, today)
 
     def _batch_files(self, fast: bool) -> BatchFiles | None:
         """This run's BATCH folder when ``batch_messages`` is on and records can skip the SDK."""
@@ -217,7 +239,7 @@ class EventsStream(SpooledStream):
     def _emit_batch(self, batches: BatchFiles, result: PartitionResult) -> None:
         """One BATCH message for a finished partition; its STATE follows in :meth:`_settle`."""
         assert result.spool is not None
-        partition = result.planned.partition
+        partition = result.part
         name = f"{result.index:05d}-events-{partition.from_date}-{partition.to_date}"
         files = batches.write(result.spool, name)
         if files:
@@ -229,9 +251,11 @@ class EventsStream(SpooledStream):
             self.outcome.fatal = result.error
             return state
         if result.ok:
-            state = settle_done(state, result.planned, today)
+            state = settle_done(state, result.planned, today, result.part)
         else:
-            state = settle_failed(state, result.planned, result.error, result.attempts, today)
+            state = settle_failed(
+                state, result.planned, result.error, result.attempts, today, result.part
+            )
         self.publish_state(dump_state(state))
         return state
 
