@@ -1,0 +1,130 @@
+"""Ranges Mixpanel cannot serve whole, end to end: the real CLI against a fake server that cuts
+every request for more than two days ('export terminated early'), as Mixpanel does with a range
+too large for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+
+from tap_mixpanel_parallel.testing.fake_server import Faults
+from tests.helpers import all_ids, assert_exactly_once, base_config, export_requests
+
+D = dt.date
+START = D(2024, 1, 1)
+
+
+def days_of(request) -> int:
+    return (D.fromisoformat(request.to_date) - D.fromisoformat(request.from_date)).days + 1
+
+
+def test_a_server_that_cuts_ranges_over_two_days_still_delivers_every_event_once(
+    fake_server, run_tap
+):
+    server = fake_server(
+        start=START, days=30, events_per_day=25, faults=Faults(cut_longer_than_days=2)
+    )
+    run = run_tap(base_config(server, max_workers=4))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_exactly_once(run, server)
+    assert run.bookmark["replication_key_value"] == server.today.isoformat()
+    assert run.bookmark["failed_partitions"] == []
+    requests = export_requests(server)
+    served = [r for r in requests if r.fault is None]
+    assert served and all(days_of(r) <= 2 for r in served)
+    assert {r.fault for r in requests if days_of(r) > 2} == {"too_large"}
+    # each 7-day week: cut whole, then 4+3, then 2+2+2+1: seven requests, none retried as is
+    assert len(requests) == 4 * 7 + 1  # the last partition, 29..30, is served whole
+    assert "fetching it in halves" in run.stderr
+    assert "piece 2024-01-01..2024-01-02" in run.stderr
+    assert "export finished: 750 records, 5 partitions ok, 0 failed" in run.stderr
+
+
+def test_fit_budget_plans_larger_partitions_that_fit_the_hour(fake_server, run_tap):
+    server = fake_server(start=START, days=40, events_per_day=10)
+    # 40 days at 7 a partition is 6 requests; an hour of 5 plans at most 4, so 10 days each.
+    config = base_config(
+        server, max_workers=2, max_requests_per_hour=5, partition_mode="fit_budget"
+    )
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_exactly_once(run, server)
+    assert sorted((r.from_date, r.to_date) for r in export_requests(server)) == [
+        ("2024-01-01", "2024-01-10"),
+        ("2024-01-11", "2024-01-20"),
+        ("2024-01-21", "2024-01-30"),
+        ("2024-01-31", "2024-02-09"),
+    ]
+    assert "plan: 4 export requests (10-day partitions, partition_mode fit_budget" in run.stderr
+
+
+def test_a_day_that_still_fails_is_kept_at_its_size_and_the_rest_is_delivered(fake_server, run_tap):
+    server = fake_server(
+        start=START,
+        days=14,
+        events_per_day=10,
+        faults=Faults(cut_longer_than_days=2, fail_dates={"2024-01-05"}),
+    )
+    config = base_config(server, max_retries=1)
+    run = run_tap(config)
+    assert run.returncode == 1, run.stderr[-3000:]
+    failed = run.bookmark["failed_partitions"]
+    assert [(f["from_date"], f["to_date"]) for f in failed] == [("2024-01-05", "2024-01-06")]
+    owed = {e["properties"]["$insert_id"] for e in server.events(D(2024, 1, 5), D(2024, 1, 6))}
+    assert sorted(run.insert_ids()) == sorted(set(all_ids(server)) - owed)
+    assert run.bookmark["replication_key_value"] == "2024-01-14"
+
+    server.faults = Faults(cut_longer_than_days=2)
+    again = run_tap(config, state=run.last_state)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(again.insert_ids()) == sorted(owed)
+    assert again.bookmark["failed_partitions"] == []
+
+
+def committed(stdout_lines: list[str]) -> list[str]:
+    """The records a target keeps from a killed run: those followed by a STATE message."""
+    kept: list[str] = []
+    pending: list[str] = []
+    for line in stdout_lines:
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            pending.append(message["record"]["insert_id"])
+        elif message["type"] == "STATE":
+            kept += pending
+            pending = []
+    return kept
+
+
+def test_killed_mid_split_and_resumed_every_event_once(fake_server, start_tap, run_tap):
+    server = fake_server(
+        start=START,
+        days=21,
+        events_per_day=20,
+        latency=0.3,
+        faults=Faults(cut_longer_than_days=2),
+    )
+    config = base_config(server, max_workers=1)
+    tap = start_tap(config)
+    lines: list[str] = []
+    states = 0
+    assert tap.stdout is not None
+    for line in tap.stdout:
+        lines.append(line)
+        message = json.loads(line)
+        if message["type"] == "STATE":
+            events = message["value"]["bookmarks"].get("events", {})
+            states += "replication_key_value" in events
+        if states == 2:  # two pieces of the first week are settled, one STATE each
+            break
+    tap.kill()
+    tap.wait()
+    last_state = [json.loads(line)["value"] for line in lines if '"type":"STATE"' in line][-1]
+    bookmark = last_state["bookmarks"]["events"]["replication_key_value"]
+    assert bookmark == "2024-01-04"
+
+    rest = run_tap(config, state=last_state)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    delivered = committed(lines) + rest.insert_ids()
+    assert Counter(delivered).most_common(1)[0][1] == 1, "an event was delivered twice"
+    assert sorted(delivered) == all_ids(server)
