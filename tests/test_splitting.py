@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections import Counter
 
+from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition, split_date_range
+from tap_mixpanel_parallel.export.runner import PartitionRunner, Spooled
+from tap_mixpanel_parallel.http.errors import StreamCut
+from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.testing.fake_server import Faults
 from tests.helpers import all_ids, assert_exactly_once, base_config, export_requests
 
@@ -128,3 +133,77 @@ def test_killed_mid_split_and_resumed_every_event_once(fake_server, start_tap, r
     delivered = committed(lines) + rest.insert_ids()
     assert Counter(delivered).most_common(1)[0][1] == 1, "an event was delivered twice"
     assert sorted(delivered) == all_ids(server)
+
+
+# -- the runner alone, with an in-memory attempt -------------------------------------------------
+
+
+def in_memory_runner(attempt, retries=3):
+    return PartitionRunner(
+        attempt=attempt,
+        limiter=RateLimiter(max_concurrent=2, per_second=1000, per_hour=100000),
+        max_workers=2,
+        max_retries=retries,
+        logger=logging.getLogger("test-splitting"),
+        backoff_factor=0.01,
+    )
+
+
+def cuts_over(limit):
+    """An attempt that spools one line per day, and cuts any range over ``limit`` days halfway."""
+
+    def attempt(planned, sink, stop):
+        part = planned.partition
+        for i in range(part.days):
+            if part.days > limit and i == part.days // 2:
+                raise StreamCut("export terminated early")
+            sink.write(f"{part.from_date + dt.timedelta(days=i)}\n".encode())
+        return Spooled(part.days)
+
+    return attempt
+
+
+def test_the_runner_hands_back_the_pieces_of_a_cut_partition_in_date_order():
+    plan = [
+        PlannedPartition(p, retry_of_failed=False)
+        for p in split_date_range(START, D(2024, 1, 14), 7)
+    ]
+    results = []
+    for r in in_memory_runner(cuts_over(2)).run(plan):
+        results.append((r.index, str(r.part), r.ok, r.last, r.spool.read_text()))
+    assert [(i, part, last) for i, part, _, last, _ in results] == [
+        (0, "2024-01-01..2024-01-02", False),
+        (0, "2024-01-03..2024-01-04", False),
+        (0, "2024-01-05..2024-01-06", False),
+        (0, "2024-01-07..2024-01-07", True),
+        (1, "2024-01-08..2024-01-09", False),
+        (1, "2024-01-10..2024-01-11", False),
+        (1, "2024-01-12..2024-01-13", False),
+        (1, "2024-01-14..2024-01-14", True),
+    ]
+    spooled = "".join(text for *_, text in results).split()
+    assert spooled == [str(START + dt.timedelta(days=i)) for i in range(14)]
+
+
+def test_without_retries_a_cut_partition_fails_whole_and_is_not_split():
+    plan = [PlannedPartition(Partition(START, D(2024, 1, 7)), retry_of_failed=False)]
+    (result,) = in_memory_runner(cuts_over(2), retries=0).run(plan)
+    assert (result.ok, str(result.part), result.attempts) == (False, "2024-01-01..2024-01-07", 1)
+
+
+def test_a_day_that_is_always_cut_fails_at_one_day_and_its_neighbours_are_served():
+    plan = [PlannedPartition(Partition(START, D(2024, 1, 4)), retry_of_failed=False)]
+    always = D(2024, 1, 3)
+
+    def attempt(planned, sink, stop):
+        if planned.partition.from_date <= always <= planned.partition.to_date:
+            raise StreamCut("export terminated early")
+        sink.write(b"x\n" * planned.partition.days)
+        return Spooled(planned.partition.days)
+
+    results = [(str(r.part), r.ok, r.attempts) for r in in_memory_runner(attempt, 2).run(plan)]
+    assert results == [
+        ("2024-01-01..2024-01-02", True, 1),
+        ("2024-01-03..2024-01-03", False, 3),
+        ("2024-01-04..2024-01-04", True, 1),
+    ]

@@ -254,6 +254,27 @@ def can_split(partition: Partition) -> bool:
     return partition.days > 1
 
 
+SPLIT = "split"
+RETRY = "retry"
+GIVE_UP = "give_up"
+
+
+def after_failure(
+    piece: Partition, failures: int, max_retries: int, *, retryable: bool, splittable: bool
+) -> str:
+    """What to do after the ``failures``-th failed attempt at ``piece`` (429s aside).
+
+    A range Mixpanel cut or timed out on is retried as its halves instead of whole, as long
+    as a retry is allowed at all (``max_retries`` 0 means none); each half then has retries of
+    its own. A single day, or any other error, is retried whole until the retries run out.
+    """
+    if not retryable or failures > max_retries:
+        return GIVE_UP
+    if splittable and can_split(piece):
+        return SPLIT
+    return RETRY
+
+
 @dataclass(frozen=True)
 class Pieces:
     """The ranges of one planned partition still to fetch, in date order.

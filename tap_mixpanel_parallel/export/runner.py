@@ -33,7 +33,7 @@ from typing import IO, NamedTuple
 import backoff
 
 from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
-from tap_mixpanel_parallel.export.plan import Pieces, can_split
+from tap_mixpanel_parallel.export.plan import GIVE_UP, SPLIT, Pieces, after_failure
 from tap_mixpanel_parallel.export.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.http.limiter import (
@@ -336,12 +336,20 @@ class PartitionRunner:
                     if error:
                         return result(Status.FAILED, error)
                     continue  # the limiter holds this worker, and every other, for the pause
-                if exc.splittable and can_split(piece):
+                failures += 1
+                step = after_failure(
+                    piece,
+                    failures,
+                    self._max_retries,
+                    retryable=exc.retryable,
+                    splittable=exc.splittable,
+                )
+                if step == GIVE_UP:
+                    return result(Status.FAILED, exc.message)
+                if step == SPLIT:
+                    # A range Mixpanel cut once it will most likely cut again.
                     discard()
                     return None
-                failures += 1
-                if not exc.retryable or failures > self._max_retries:
-                    return result(Status.FAILED, exc.message)
                 delay = backoff.full_jitter(next(delays))
                 self._logger.warning(
                     "partition %s: attempt %d failed (%s); retrying in %.1fs",

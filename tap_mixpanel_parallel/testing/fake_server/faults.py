@@ -25,10 +25,10 @@ class Faults:
     in the order 429, 5xx, stall, cut, terminated early, invalid JSON and the first one that fires
     wins; deterministic ones (``status_override``, ``cut_longer_than_days``, ``fail_ranges``,
     ``fail_dates``, ``max_concurrent``) are checked before them. The draws hash (seed,
-    from_date, to_date, attempt), where attempt counts the earlier well-formed, authenticated requests for that range that were
-    not turned away by ``max_concurrent``, so neither thread interleaving nor how many requests
-    happened to overlap changes the sequence. Mutating a ``Faults`` in place or swapping
-    ``FakeMixpanel.faults`` applies to the next request.
+    from_date, to_date, attempt), where attempt counts the earlier well-formed, authenticated
+    requests for that range that were not turned away by ``max_concurrent``, so neither thread
+    interleaving nor how many requests happened to overlap changes the sequence. Mutating a
+    ``Faults`` in place or swapping ``FakeMixpanel.faults`` applies to the next request.
 
     ``echo_credentials`` makes every 401 body repeat the ``Authorization`` header it received,
     its base64 token and the decoded ``user:secret``, as careless proxies and gateways do: a
