@@ -370,3 +370,25 @@ def test_after_failure_splits_only_cut_ranges_and_only_when_a_retry_is_allowed()
     assert after_failure(week, 1, 0, **cut) == GIVE_UP  # no retries: no halves either
     assert after_failure(week, 1, 5, retryable=True, splittable=False) == RETRY  # a 503
     assert after_failure(week, 1, 5, retryable=False, splittable=False) == GIVE_UP  # a 400
+
+
+def test_too_large_days_needs_more_cuts_than_serves_and_two_at_least():
+    from tap_mixpanel_parallel.export.plan import too_large_days
+
+    assert too_large_days([], []) is None
+    assert too_large_days([16], []) is None  # one cut is a week too large, not a size
+    assert too_large_days([16, 16], []) == 16
+    assert too_large_days([16, 16], [16, 16]) is None  # as often served as cut
+    assert too_large_days([16, 16, 8, 8], [16, 4, 4]) == 8
+    assert too_large_days([16, 16, 8, 8, 8], [4, 4, 16]) == 8
+
+
+@given(cut=st.lists(st.integers(1, 60), max_size=30), served=st.lists(st.integers(1, 60)))
+def test_too_large_days_is_a_size_that_was_cut_more_than_served(cut, served):
+    from tap_mixpanel_parallel.export.plan import too_large_days
+
+    size = too_large_days(cut, served)
+    if size is not None:
+        assert size in cut
+        cuts = sum(1 for d in cut if d >= size)
+        assert cuts >= 2 and cuts > sum(1 for d in served if d >= size)

@@ -254,6 +254,23 @@ def can_split(partition: Partition) -> bool:
     return partition.days > 1
 
 
+def too_large_days(cut: Sequence[int], served: Sequence[int]) -> int | None:
+    """The size from which this run's ranges are mostly cut: fetch those in halves up front.
+
+    ``cut`` and ``served`` are the sizes, in days, of the ranges Mixpanel cut (or timed out
+    on) and served so far. The answer is the smallest size ``s`` for which ranges of ``s`` days
+    or more were cut at least twice and more often than served; None while there is none. A
+    few weeks too large (a launch) leave it None; a project whose every large range is cut
+    stops paying a wasted request for each one.
+    """
+    for size in sorted(set(cut)):
+        cuts = sum(1 for days in cut if days >= size)
+        served_ = sum(1 for days in served if days >= size)
+        if cuts >= 2 and cuts > served_:
+            return size
+    return None
+
+
 SPLIT = "split"
 RETRY = "retry"
 GIVE_UP = "give_up"

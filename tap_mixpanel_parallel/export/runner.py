@@ -33,7 +33,14 @@ from typing import IO, NamedTuple
 import backoff
 
 from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
-from tap_mixpanel_parallel.export.plan import GIVE_UP, SPLIT, Pieces, after_failure
+from tap_mixpanel_parallel.export.plan import (
+    GIVE_UP,
+    SPLIT,
+    Pieces,
+    after_failure,
+    can_split,
+    too_large_days,
+)
 from tap_mixpanel_parallel.export.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.http.limiter import (
@@ -156,6 +163,12 @@ class PartitionRunner:
         #: Set when Mixpanel kept answering 429: no new partition is started.
         self.throttled_out = threading.Event()
         self.interrupted = False
+        #: Sizes in days of the ranges Mixpanel cut and served in this run, for splitting up
+        #: front the sizes it mostly cuts.
+        self._cut: list[int] = []
+        self._served: list[int] = []
+        self._sizes = threading.Lock()
+        self._announced: int | None = None
 
     def stop(self) -> None:
         """Start no more partitions and abandon the ones in flight (safe from a signal)."""
@@ -249,8 +262,16 @@ class PartitionRunner:
         pieces = Pieces.of(planned.partition)
         results: list[PartitionResult] = []
         while (piece := pieces.next) is not None:
+            if self._mostly_cut(piece):
+                pieces = pieces.split()
+                continue
             path = spool if not results else spool.with_name(f"{spool.stem}-{len(results)}.jsonl")
             result = self._fetch(index, planned, piece, path, first=not results)
+            with self._sizes:
+                if result is None:
+                    self._cut.append(piece.days)
+                elif result.ok:
+                    self._served.append(piece.days)
             if result is None:
                 self._logger.warning(
                     "partition %s: Mixpanel did not serve %s whole; fetching it in halves",
@@ -267,6 +288,25 @@ class PartitionRunner:
         for result in results[:-1]:
             result.last = False
         return results
+
+    def _mostly_cut(self, piece: Partition) -> bool:
+        """True when ranges as long as ``piece`` were mostly cut in this run: split it unasked."""
+        if not can_split(piece):
+            return False
+        with self._sizes:
+            ceiling = too_large_days(self._cut, self._served)
+            if ceiling is None or piece.days < ceiling:
+                return False
+            announce = self._announced is None or ceiling < self._announced
+            if announce:
+                self._announced = ceiling
+        if announce:
+            self._logger.info(
+                "Mixpanel cut most ranges of %d days or more so far: such ranges are fetched"
+                " in halves from the start",
+                ceiling,
+            )
+        return True
 
     def _fetch(
         self, index: int, planned: PlannedPartition, piece: Partition, spool: Path, *, first: bool
