@@ -117,7 +117,7 @@ class Progress:
         if result.split:
             where += f" piece {result.part}"
         number = self.finished if result.last else self.finished + 1
-        left = self.time_left()
+        left = self.time_left() if number < self.total else None
         left_text = "" if left is None else f", {duration(left)} left"
         if result.ok:
             self.logger.info(

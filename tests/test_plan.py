@@ -392,3 +392,50 @@ def test_too_large_days_is_a_size_that_was_cut_more_than_served(cut, served):
         assert size in cut
         cuts = sum(1 for d in cut if d >= size)
         assert cuts >= 2 and cuts > sum(1 for d in served if d >= size)
+
+
+# -- time left in the progress output ------------------------------------------------------------
+
+
+def test_progress_shows_time_left_from_the_budget_and_the_pace(caplog):
+    import logging
+
+    from tap_mixpanel_parallel.export.partitions import PlannedPartition
+    from tap_mixpanel_parallel.export.runner import PartitionResult, Status
+    from tap_mixpanel_parallel.progress import Progress
+
+    now = [0.0]
+    started = [0]
+    logger = logging.getLogger("test-plan-progress")
+    progress = Progress(
+        105,
+        logger,
+        clock=lambda: now[0],
+        bar=False,
+        budget=(60, 3),
+        requests=lambda: started[0],
+    )
+    assert progress.time_left() == pytest.approx(3614)  # nothing done: the budget's floor
+    week = Partition(D(2024, 1, 1), D(2024, 1, 7))
+    planned = PlannedPartition(week, False)
+    now[0], started[0] = 60.0, 10
+    with caplog.at_level(logging.INFO, logger="test-plan-progress"):
+        progress.partition_finished(PartitionResult(0, planned, Status.OK, records=5, attempts=1))
+    # 104 more requests after 10: the last starts in the second hour; the pace says 104 minutes
+    assert (
+        "partition 1/105 2024-01-01..2024-01-07: 5 records in 0.0s ok (1 attempt, 1h44m left)"
+        in (caplog.text)
+    )
+    assert progress.line().endswith("1h44m left")
+    # a piece of a split partition names both, and counts the partition once, at its last piece
+    first, rest = halves(week)
+    with caplog.at_level(logging.INFO, logger="test-plan-progress"):
+        progress.partition_finished(
+            PartitionResult(1, planned, Status.OK, records=1, piece=first, last=False)
+        )
+        assert progress.finished == 1
+        progress.partition_finished(
+            PartitionResult(1, planned, Status.FAILED, error="cut", piece=rest, last=True)
+        )
+    assert "partition 2/105 2024-01-01..2024-01-07 piece 2024-01-01..2024-01-04" in caplog.text
+    assert (progress.finished, progress.ok, progress.failed) == (2, 1, 1)

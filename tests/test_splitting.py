@@ -207,3 +207,38 @@ def test_a_day_that_is_always_cut_fails_at_one_day_and_its_neighbours_are_served
         ("2024-01-03..2024-01-03", False, 3),
         ("2024-01-04..2024-01-04", True, 1),
     ]
+
+
+def test_the_plan_is_logged_before_the_first_request(fake_server, start_tap):
+    server = fake_server(start=START, days=730, events_per_day=1, latency=0.2)
+    tap = start_tap(base_config(server, max_requests_per_hour=60, max_requests_per_second=3))
+    assert tap.stderr is not None
+    before: list[str] = []
+    for line in tap.stderr:
+        before.append(line)
+        if "plan:" in line:
+            break
+    tap.kill()
+    tap.wait()
+    plan = before[-1]
+    assert "105 export requests (7-day partitions, partition_mode fixed, 0 retried" in plan
+    assert "at least 3 Query API requests" in plan  # annotations, cohorts, engage
+    assert "60 export requests an hour, 3 a second, 10 at once" in plan
+    assert "in no less than 1h01m" in plan
+    assert not any("partition 1/" in line for line in before)
+
+
+def test_the_plan_under_fit_budget_fits_the_hour(fake_server, start_tap):
+    server = fake_server(start=START, days=730, events_per_day=1, latency=0.2)
+    config = base_config(
+        server, max_requests_per_hour=60, max_requests_per_second=3, partition_mode="fit_budget"
+    )
+    tap = start_tap(config)
+    assert tap.stderr is not None
+    for line in tap.stderr:
+        if "plan:" in line:
+            break
+    tap.kill()
+    tap.wait()
+    assert "46 export requests (16-day partitions, partition_mode fit_budget" in line
+    assert "in no less than 15s" in line
