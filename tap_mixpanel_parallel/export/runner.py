@@ -228,9 +228,10 @@ class PartitionRunner:
                 pending.popleft()
                 for result in results:
                     yield result
-                    # A failed piece's spool too: what it holds will never be emitted.
                     if result.spool is not None:
                         result.spool.unlink(missing_ok=True)
+                # A failed partition's spool too: what it holds will never be emitted.
+                _spool_path(spool_dir, head).unlink(missing_ok=True)
                 budget.release(head)
                 if results[-1].status is Status.FATAL:
                     break
