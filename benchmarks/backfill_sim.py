@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 
-from tap_mixpanel_parallel.export.partitions import Partition
 from tap_mixpanel_parallel.export.plan import (
     FIT_BUDGET,
     FIXED,
@@ -51,6 +50,7 @@ from tap_mixpanel_parallel.http.limiter import (
     SlidingWindow,
     per_second_window,
 )
+from tap_mixpanel_parallel.run.dates import Partition
 
 START = dt.date(2023, 1, 2)
 TODAY = dt.date(2030, 1, 1)

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.partitions import Partition
 from tap_mixpanel_parallel.export.plan import (
     FIT_BUDGET,
     FIXED,
@@ -33,6 +32,7 @@ from tap_mixpanel_parallel.export.state import (
     settle_done,
     settle_failed,
 )
+from tap_mixpanel_parallel.run.dates import Partition
 
 D = dt.date
 TODAY = D(2030, 1, 1)
@@ -401,8 +401,9 @@ def test_progress_shows_time_left_from_the_budget_and_the_pace(caplog):
     import logging
 
     from tap_mixpanel_parallel.export.partitions import PlannedPartition
-    from tap_mixpanel_parallel.export.runner import PartitionResult, Status
+    from tap_mixpanel_parallel.export.runner import PartitionResult
     from tap_mixpanel_parallel.progress import Progress
+    from tap_mixpanel_parallel.run.status import Status
 
     now = [0.0]
     started = [0]

@@ -9,10 +9,11 @@ import json
 import logging
 from collections import Counter
 
-from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition, split_date_range
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
 from tap_mixpanel_parallel.export.runner import PartitionRunner, Spooled
 from tap_mixpanel_parallel.http.errors import StreamCut
 from tap_mixpanel_parallel.http.limiter import RateLimiter
+from tap_mixpanel_parallel.run.dates import Partition, split_date_range
 from tap_mixpanel_parallel.testing.fake_server import Faults
 from tests.helpers import all_ids, assert_exactly_once, base_config, export_requests
 

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tap_mixpanel_parallel.export.partitions import (
-    ONE_DAY,
-    Partition,
     PlannedPartition,
     incremental_start,
     plan_partitions,
     subtract_ranges,
 )
+from tap_mixpanel_parallel.run.dates import ONE_DAY, Partition
 
 HOUR_SECONDS = 3600.0
 #: Share of the hourly budget ``fit_budget`` plans for; the rest is kept for retries and for
