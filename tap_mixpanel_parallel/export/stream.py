@@ -210,7 +210,9 @@ class EventsStream(SpooledStream):
     def planned(self) -> list[PlannedPartition]:
         """The plan the next sync will run, from the incoming state (for the cost logged first)."""
         today = today_in(self.settings.project_timezone)
-        state = load_state(self.stream_state)
+        # Read, not through stream_state: that would create the stream's entry in the state,
+        # which the SDK then emits as a STATE before the first SCHEMA.
+        state = load_state(self.tap_state.get("bookmarks", {}).get(self.name, {}))
         if (latest := bookmark_in_future(state, today)) is not None:
             state = replace(state, bookmark=latest)
         return self.plan(state, today)
