@@ -26,6 +26,7 @@ settings.load_profile("shared-machine")
 # tests that use the fixtures below, they carry the `cli` marker, which the lowest-versions run
 # of .ci/check leaves out to stay quick.
 _SUBPROCESS_MODULES = {
+    "test_backfill_sim",
     "test_batch",
     "test_bench_engage",
     "test_benchmarks",
