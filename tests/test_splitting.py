@@ -246,3 +246,29 @@ def test_the_plan_under_fit_budget_fits_the_hour(fake_server, start_tap):
     tap.wait()
     assert "46 export requests (16-day partitions, partition_mode fit_budget" in line
     assert "in no less than 15s" in line
+
+
+def test_a_state_written_under_fit_budget_resumes_under_fixed(fake_server, run_tap):
+    server = fake_server(
+        start=START,
+        days=40,
+        events_per_day=10,
+        faults=Faults(fail_ranges={("2024-01-11", "2024-01-20"): 500}),
+    )
+    fitted = base_config(
+        server, max_workers=2, max_requests_per_hour=5, partition_mode="fit_budget", max_retries=0
+    )
+    first = run_tap(fitted)
+    assert first.returncode == 1, first.stderr[-3000:]
+    owed = [(f["from_date"], f["to_date"]) for f in first.bookmark["failed_partitions"]]
+    assert owed == [("2024-01-11", "2024-01-20")]  # kept at the size fit_budget planned
+
+    server.faults = Faults()
+    server.reset_stats()
+    second = run_tap(base_config(server), state=first.last_state)  # fixed, 7-day partitions
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [(r.from_date, r.to_date) for r in export_requests(server)] == owed
+    delivered = first.insert_ids() + second.insert_ids()
+    assert Counter(delivered).most_common(1)[0][1] == 1
+    assert sorted(delivered) == all_ids(server)
+    assert second.bookmark["failed_partitions"] == []
