@@ -28,6 +28,7 @@ settings.load_profile("shared-machine")
 _SUBPROCESS_MODULES = {
     "test_backfill_sim",
     "test_batch",
+    "test_batch_storage",
     "test_bench_engage",
     "test_benchmarks",
     "test_cli_export",
