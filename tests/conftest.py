@@ -10,9 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
 from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
+
+# scripts/mutation.sh runs the tests once per mutant and needs only pass or fail: the same
+# examples every run (so the score does not wander), no example database carried from one mutant
+# to the next, and no shrinking of a failure nobody reads.
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    deadline=None,
+)
 
 
 @pytest.fixture
