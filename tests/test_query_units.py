@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.query.paging import Session, next_page_needed, page_count, short_page
 from tap_mixpanel_parallel.query.records import PageMalformed, ProfileEncoder
 from tap_mixpanel_parallel.query.state import (
@@ -22,6 +21,8 @@ from tap_mixpanel_parallel.query.state import (
     load_bookmark,
     parse_last_seen,
 )
+from tap_mixpanel_parallel.run.state import StateError
+from tap_mixpanel_parallel.run.text import REPLACEMENT
 
 UTC = dt.timezone.utc
 
@@ -223,7 +224,7 @@ def test_funnel_bookmarks_round_trip_and_never_settle_today():
     marks = {7001: dt.date(2024, 2, 1), 7002: dt.date(2024, 1, 5)}
     assert load_funnel_bookmarks(dump_funnel_bookmarks(marks)) == marks
     assert load_funnel_bookmarks({}) == {}
-    from tap_mixpanel_parallel.export.partitions import Partition
+    from tap_mixpanel_parallel.run.dates import Partition
 
     today = dt.date(2024, 3, 10)
     assert settled(Partition(dt.date(2024, 3, 1), today), today) == dt.date(2024, 3, 9)
@@ -279,3 +280,29 @@ def test_sanitize_text_cleans_nul_and_bad_utf8_anywhere_in_a_profile():
         json.dumps(PAGE).encode(), kept, "T"
     )
     assert kept.getvalue() == clean.getvalue()
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_invalid_utf8_in_a_profiles_key_loads_whatever_msgspec_raises_for_it(sanitize):
+    """msgspec up to 0.22 raises UnicodeDecodeError here, 0.23 a DecodeError: both load."""
+    props = b'{"$last_seen":"2024-01-02T00:00:00","name":"caf\xe9"}'
+    body = (
+        b'{"page":0,"page_size":5,"session_id":"s","total":2,"results":['
+        b'{"$distinct_id":"d\xfe","$properties":' + props + b"},"
+        b'{"$distinct_id":"ok","$properties":{}}]}'
+    )
+    sink = io.BytesIO()
+    written = ProfileEncoder("engage", as_messages=False, sanitize=sanitize).write_page(
+        body, sink, "T"
+    )
+    first, second = sink.getvalue().splitlines()
+    record = json.loads(first.decode("utf-8", "replace"))
+    assert record["distinct_id"] == "d" + REPLACEMENT
+    assert record["last_seen"] == "2024-01-02T00:00:00+00:00"
+    assert json.loads(second)["distinct_id"] == "ok"
+    assert written.count == 2
+    if sanitize:
+        assert record["properties"]["name"] == "caf" + REPLACEMENT
+        first.decode("utf-8")  # valid UTF-8 throughout
+    else:
+        assert first.endswith(b'"properties":' + props + b"}")  # the bytes Mixpanel sent
