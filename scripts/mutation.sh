@@ -5,8 +5,9 @@
 #   bash scripts/mutation.sh            # fresh run, then the scores
 #   bash scripts/mutation.sh --report   # only the scores of the last run (mutants/ kept)
 #
-# From a clean clone, after the normal install (python3 -m venv .venv; pip install -e . --group
-# dev), it adds the `mutation` dependency group (mutmut) to .venv and runs mutmut on the modules
+# From a clean clone, after the normal install (.ci/check's: python3 -m venv .venv, uv from the
+# lock, uv sync --locked --group dev), it adds the `mutation` dependency group (mutmut, pinned in
+# uv.lock) to .venv and runs mutmut on the modules
 # and the fast tests listed in pyproject.toml [tool.mutmut] (only_mutate,
 # pytest_add_cli_args_test_selection): that is the one list to edit when a module moves.
 # mutmut copies the tree into mutants/ (git-ignored) and keeps its results there.
@@ -19,13 +20,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 JOBS=${MUTATION_JOBS:-2}
 GOAL=${MUTATION_GOAL:-85}
 
-if [[ ! -x .venv/bin/python ]]; then
-    echo "no .venv: python3 -m venv .venv && .venv/bin/python -m pip install -e . --group dev" >&2
+if [[ ! -x .venv/bin/uv ]]; then
+    echo "no .venv with uv: install as .ci/check does (README, Tests)" >&2
     exit 2
 fi
 
 if [[ "${1:-}" != "--report" ]]; then
-    .venv/bin/python -m pip install -q --group mutation
+    UV_PROJECT_ENVIRONMENT=.venv .venv/bin/uv sync -q --locked --group dev --group mutation
     rm -rf mutants
     start=$(date +%s)
     # mutmut redraws a progress line many times a second; keep the last state only.
