@@ -4,6 +4,8 @@
 #
 #   bash scripts/mutation.sh            # fresh run, then the scores
 #   bash scripts/mutation.sh --report   # only the scores of the last run (mutants/ kept)
+#   bash scripts/mutation.sh 'tap_mixpanel_parallel.query.paging.*'   # re-run these mutants
+#                                       # of the last run (after a new test), then the scores
 #
 # From a clean clone, after the normal install (.ci/check's: python3 -m venv .venv, uv from the
 # lock, uv sync --locked --group dev), it adds the `mutation` dependency group (mutmut, pinned in
@@ -27,10 +29,10 @@ fi
 
 if [[ "${1:-}" != "--report" ]]; then
     UV_PROJECT_ENVIRONMENT=.venv .venv/bin/uv sync -q --locked --group dev --group mutation
-    rm -rf mutants
+    [[ $# -eq 0 ]] && rm -rf mutants
     start=$(date +%s)
     # mutmut redraws a progress line many times a second; keep the last state only.
-    .venv/bin/mutmut run --max-children "$JOBS" | tr '\r' '\n' | tail -n 1
+    .venv/bin/mutmut run --max-children "$JOBS" "$@" | tr '\r' '\n' | tail -n 1
     echo "mutmut run took $(($(date +%s) - start)) s with $JOBS workers"
 fi
 
