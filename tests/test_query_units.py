@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
-import time
-from contextlib import contextmanager
 
 import msgspec
 import pytest
@@ -26,6 +23,7 @@ from tap_mixpanel_parallel.query.state import (
 )
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.run.text import REPLACEMENT
+from tests.helpers import machine_zone
 
 UTC = dt.timezone.utc
 
@@ -94,22 +92,6 @@ def test_a_short_page_is_flagged_only_before_the_last(size, known, data):
     session = Session("s", size, sum(counts))
     flagged = [p for p, c in enumerate(counts) if short_page(p, c, session, known)]
     assert flagged == ([short] if short < known - 1 else [])
-
-
-@contextmanager
-def machine_zone(name):
-    """The machine's local timezone set to ``name`` for the block (POSIX TZ and tzset)."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = name
-    time.tzset()
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = before
-        time.tzset()
 
 
 @given(

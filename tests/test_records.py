@@ -20,6 +20,7 @@ from tap_mixpanel_parallel.export.records import (
 )
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
 from tap_mixpanel_parallel.run.text import REPLACEMENT, sanitize_line
+from tests.helpers import machine_zone
 
 UTC_ENC = RecordEncoder(time_in_ms=False, zone=None, as_messages=False)
 
@@ -112,6 +113,29 @@ def test_missing_keys_become_empty_strings_but_insert_id_is_synthetic():
 def test_bad_lines_raise(line, error):
     with pytest.raises(error):
         UTC_ENC.encode(line, 7, "x")
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "message"),
+    [
+        (b"export terminated early", StreamCut, "Mixpanel ended the stream early"),
+        (b'{"event":"A","properties":{"time":1', StreamCut, "line 7 is not valid JSON"),
+        (b'{"event":"A","properties":{"time":"soon"}}', PartitionRejected, "line 7 is not a"),
+        (b'{"event":"A","properties":{"time":[1]}}', PartitionRejected, "line 7 is not a"),
+        (b'{"event":"A","properties":[1]}', PartitionRejected, "line 7 is not a Mixpanel"),
+        (b'{"event":"A","properties":{}}', PartitionRejected, "line 7: event has no numeric"),
+    ],
+)
+def test_a_bad_line_is_reported_by_its_number_and_a_wrong_time_is_never_skipped(
+    line, error, message
+):
+    """Only a time no date-time can hold is skipped (OutOfRangeTime); a time of the wrong type
+    rejects the partition, loudly, like any other malformed event."""
+    with pytest.raises(error) as raised:
+        UTC_ENC.encode(line, 7, "x")
+    assert type(raised.value) is error
+    assert str(raised.value).startswith(message)
+    assert "line 7" in str(raised.value)
 
 
 def test_raw_properties_are_the_exact_bytes():
@@ -328,7 +352,8 @@ def test_the_record_time_follows_the_encoders_unit_and_project_zone(moment, in_m
     number = round(seconds * 1000) if in_ms else int(seconds)
     encoder = RecordEncoder(time_in_ms=in_ms, zone=zone, as_messages=False)
     line = json.dumps({"event": "E", "properties": {"time": number, "$insert_id": "i"}})
-    record = decode_record(encoder.encode(line.encode(), 1, "x"))
+    with machine_zone("Asia/Kathmandu"):  # the machine's own zone must not leak in
+        record = decode_record(encoder.encode(line.encode(), 1, "x"))
     expected = as_if_utc if zone is None else moment.replace(tzinfo=zone)
     assert dt.datetime.fromisoformat(record["time"]) == expected
     assert record["time"].endswith("+00:00")
