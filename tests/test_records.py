@@ -385,11 +385,10 @@ def test_sanitizing_is_off_unless_asked_for_and_on_when_asked():
     | st.text(max_size=8)
 )
 def test_key_columns_are_text_whatever_json_type_mixpanel_sent(value):
-    line = json.dumps(
-        {"event": value, "properties": {"time": 7, "distinct_id": value, "$insert_id": value}}
-    )
+    keys = {"distinct_id": value, "$insert_id": value, "$device_id": value, "$user_id": value}
+    line = json.dumps({"event": value, "properties": {"time": 7, **keys}})
     record = decode_record(UTC_ENC.encode(line.encode(), 1, "x"))
-    for column in ("event", "distinct_id"):
+    for column in ("event", "distinct_id", "device_id", "user_id"):
         assert isinstance(record[column], str)
         assert record[column] == (value if isinstance(value, str) else str(value))
     assert isinstance(record["insert_id"], str)
