@@ -56,6 +56,10 @@ def test_device_id_and_user_id_are_columns_null_when_absent():
     record = decode_record(UTC_ENC.encode(line, 1, "x"))
     assert (record["device_id"], record["user_id"]) == ("77", "m")
     assert record["properties"] == props
+    absent = {"time": 1, "distinct_id": "u-1", "$insert_id": "i"}
+    line = json.dumps({"event": "A", "properties": absent}).encode()
+    record = decode_record(UTC_ENC.encode(line, 1, "x"))
+    assert (record["device_id"], record["user_id"]) == (None, None)
 
 
 def test_message_lines_are_singer_records():
