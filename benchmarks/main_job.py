@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 "MELTANO_SYS_DIR_ROOT": str(work / ".meltano"),
                 "MELTANO_DATABASE_URI": f"sqlite:///{work / 'meltano.db'}",
                 "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": SCHEMA_MAIN,
-                "TAP_MIXPANEL_PARALLEL_BATCH_DIR": str(work / "batches"),
+                "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG": json.dumps(
+                    bench.batch_config(work / "batches")
+                ),
                 **{
                     f"TAP_MIXPANEL_PARALLEL_{key.upper()}": str(value)
                     for key, value in json.loads(config.read_text()).items()
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             records_dir = work / "records"
             batch_cfg = bench.tap_config(
                 work / "tap-batch.json", server.url, scenario,
-                batch_messages=True, sanitize_text=True, batch_dir=str(records_dir),
+                batch_config=bench.batch_config(records_dir), sanitize_text=True,
             )  # fmt: skip
             subprocess.run(
                 [*bench.tap_command(batch_cfg)], stdout=subprocess.DEVNULL,

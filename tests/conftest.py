@@ -38,6 +38,7 @@ settings.register_profile(
 # of .ci/check leaves out to stay quick.
 _SUBPROCESS_MODULES = {
     "test_batch",
+    "test_batch_storage",
     "test_bench_engage",
     "test_benchmarks",
     "test_cli_export",
