@@ -9,12 +9,13 @@ from array import array
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.query.paging import (
     Session,
     broken_split,
+    is_short,
     page_count,
     pages_to_add,
     repeated_keys,
@@ -30,6 +31,7 @@ from tap_mixpanel_parallel.query.state import (
 )
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.run.text import REPLACEMENT
+from tests.helpers import machine_zone
 
 UTC = dt.timezone.utc
 
@@ -50,6 +52,8 @@ def test_a_last_page_that_would_be_full_is_followed_by_one_asked_for_with_it(tot
 
 
 @given(total=st.integers(0, 5000), size=st.integers(1, 700), extra=st.integers(0, 3))
+# pages of one profile: each full page asks for the next
+@example(total=0, size=1, extra=3)
 def test_paging_until_a_short_page_reads_everything_even_when_total_is_short(total, size, extra):
     """Mixpanel's total may be lower than what the session holds: pages are asked for while
     full, so every profile is read and no page past the first empty one is asked for."""
@@ -109,6 +113,51 @@ def test_a_short_page_before_the_last_non_empty_one_is_a_broken_split():
 def test_repeated_keys_counts_every_key_seen_before(pages):
     flat = [key for keys in pages for key in keys]
     assert repeated_keys(array("Q", keys) for keys in pages) == len(flat) - len(set(flat))
+
+
+@given(
+    total=st.integers(-10, 10**6),
+    size=st.integers(-5, 0),
+    page=st.integers(0, 5),
+    count=st.integers(0, 10**4),
+)
+def test_a_page_size_under_one_plans_page_zero_alone_and_never_asks_for_more(
+    total, size, page, count
+):
+    """Not a size Mixpanel sends; if it did, paging must end, not loop."""
+    assert page_count(total, size) == 1
+    assert is_short(count, size)
+    for open_ended in (False, True):
+        received = range(page + 1)
+        assert not pages_to_add(
+            page + 1, received, short_seen=is_short(count, size), open_ended=open_ended, window=5
+        )
+
+
+@given(size=st.integers(1, 50), known=st.integers(1, 8), data=st.data())
+def test_a_short_page_is_flagged_only_before_the_last(size, known, data):
+    counts = [size] * (known - 1) + [data.draw(st.integers(1, size))]
+    short = data.draw(st.integers(0, known - 1))
+    counts[short] = data.draw(st.integers(0, size - 1))
+    broken = broken_split(dict(enumerate(counts)), size)
+    assert (broken is not None) == (short < known - 1)
+    assert broken is None or broken.startswith(f"page {short} held")
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(2000, 1, 2), max_value=dt.datetime(2099, 12, 30)),
+    st.integers(-12 * 60, 14 * 60),
+)
+def test_last_seen_is_read_and_written_in_utc_whatever_the_machine_zone(moment, offset):
+    moment = moment.replace(microsecond=0)
+    sent = moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=offset)))
+    in_utc = sent.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    with machine_zone("Asia/Kathmandu"):  # +05:45: no hour-aligned coincidence
+        parsed = parse_last_seen(sent.isoformat())
+        assert parsed is not None
+        assert parsed.utcoffset() == dt.timedelta(0)
+        assert format_last_seen(sent) == in_utc
+        assert format_last_seen(parsed) == in_utc
 
 
 @given(

@@ -48,6 +48,12 @@ def page_count(total: int, page_size: int) -> int:
     return max(1, -(-max(total, 0) // page_size))
 
 
+def is_short(count: int, page_size: int) -> bool:
+    """A page that ends its session: fewer profiles than a full page (any page, when the page
+    size is not a size Mixpanel sends, so that paging ends rather than loops)."""
+    return page_size < 1 or count < page_size
+
+
 def pages_to_add(
     known_pages: int,
     received: Collection[int],

@@ -40,6 +40,7 @@ from tap_mixpanel_parallel.query.client import SessionExpired
 from tap_mixpanel_parallel.query.paging import (
     Session,
     broken_split,
+    is_short,
     pages_to_add,
     repeated_keys,
 )
@@ -252,7 +253,7 @@ class QueryRunner:
             job.known_pages = 1
         session = job.session
         assert session is not None
-        job.short_seen = job.short_seen or written.count < session.page_size
+        job.short_seen = job.short_seen or is_short(written.count, session.page_size)
         if session.session_id:
             # Keep asking while pages are full: Mixpanel's total may be short of what it holds,
             # or missing, and then pages go a window ahead.
