@@ -206,6 +206,7 @@ class HubProject:
 def create_project(path: Path, wheels: Mapping[tuple[str, str], Path]) -> HubProject:
     """``meltano init``, both plugins added from the (local) Hub, ``meltano install``."""
     home = path.parent
+    home.mkdir(parents=True, exist_ok=True)
     env = HubProject.clean_env(home)
     init = HubProject(home, env)
     init.ok("init", path.name, "--no_usage_stats")
