@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tap_mixpanel_parallel.export.records import REPLACEMENT
 from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.query.paging import Session, next_page_needed, page_count, short_page
 from tap_mixpanel_parallel.query.records import PageMalformed, ProfileEncoder
@@ -279,3 +280,29 @@ def test_sanitize_text_cleans_nul_and_bad_utf8_anywhere_in_a_profile():
         json.dumps(PAGE).encode(), kept, "T"
     )
     assert kept.getvalue() == clean.getvalue()
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+def test_invalid_utf8_in_a_profiles_key_loads_whatever_msgspec_raises_for_it(sanitize):
+    """msgspec up to 0.22 raises UnicodeDecodeError here, 0.23 a DecodeError: both load."""
+    props = b'{"$last_seen":"2024-01-02T00:00:00","name":"caf\xe9"}'
+    body = (
+        b'{"page":0,"page_size":5,"session_id":"s","total":2,"results":['
+        b'{"$distinct_id":"d\xfe","$properties":' + props + b"},"
+        b'{"$distinct_id":"ok","$properties":{}}]}'
+    )
+    sink = io.BytesIO()
+    written = ProfileEncoder("engage", as_messages=False, sanitize=sanitize).write_page(
+        body, sink, "T"
+    )
+    first, second = sink.getvalue().splitlines()
+    record = json.loads(first.decode("utf-8", "replace"))
+    assert record["distinct_id"] == "d" + REPLACEMENT
+    assert record["last_seen"] == "2024-01-02T00:00:00+00:00"
+    assert json.loads(second)["distinct_id"] == "ok"
+    assert written.count == 2
+    if sanitize:
+        assert record["properties"]["name"] == "caf" + REPLACEMENT
+        first.decode("utf-8")  # valid UTF-8 throughout
+    else:
+        assert first.endswith(b'"properties":' + props + b"}")  # the bytes Mixpanel sent

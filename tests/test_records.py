@@ -268,3 +268,40 @@ def test_invalid_utf8_in_a_key_column_does_not_stop_the_export():
     assert record.startswith(b'{"event":"E\xef\xbf\xbd","time"')
     assert b'"distinct_id":"d\xef\xbf\xbd"' in record
     assert record.endswith(b'"properties":{"time":7,"distinct_id":"d\xfe"}}\n')
+
+
+@pytest.mark.parametrize("sanitize", [False, True])
+@pytest.mark.parametrize(
+    ("line", "columns"),
+    [
+        (
+            b'{"event":"E\xff","properties":{"time":7,"distinct_id":"d","$insert_id":"i"}}',
+            ("E" + REPLACEMENT, "d", "i"),
+        ),
+        (
+            b'{"event":"E","properties":{"time":7,"distinct_id":"d\xfe","$insert_id":"i"}}',
+            ("E", "d" + REPLACEMENT, "i"),
+        ),
+        (
+            b'{"event":"E","properties":{"time":7,"distinct_id":"d","$insert_id":"i\xc3"}}',
+            ("E", "d", "i" + REPLACEMENT),
+        ),
+    ],
+)
+def test_invalid_utf8_in_any_key_field_loads_whatever_msgspec_raises_for_it(
+    line, columns, sanitize
+):
+    """msgspec up to 0.22 raises UnicodeDecodeError here, 0.23 a DecodeError: both load."""
+    out = (SANITIZING if sanitize else UTC_ENC).encode(line, 1, "x")
+    record = json.loads(out.decode("utf-8", "replace"))
+    assert (record["event"], record["distinct_id"], record["insert_id"]) == columns
+    sent = line.split(b'"properties":')[1][:-1]
+    if sanitize:
+        assert out.decode("utf-8")  # valid UTF-8 throughout
+    else:
+        assert out.endswith(b'"properties":' + sent + b"}\n")  # the bytes Mixpanel sent
+
+
+def test_a_cut_line_with_invalid_utf8_is_still_a_cut_stream():
+    with pytest.raises(StreamCut):
+        UTC_ENC.encode(b'{"event":"E\xff","properties":{"time":7,"distinct_id":"d', 1, "x")

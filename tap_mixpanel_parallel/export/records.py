@@ -87,6 +87,24 @@ def synthetic_insert_id(event: bytes, properties: bytes, occurrence: int) -> str
     return f"{SYNTHETIC_PREFIX}{digest}{suffix}"
 
 
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def replace_invalid_utf8(data: bytes) -> bytes:
+    return data.decode("utf-8", "replace").encode("utf-8")
+
+
+# What msgspec raises for invalid UTF-8 inside a string it decodes: UnicodeDecodeError up to
+# 0.22, a plain DecodeError ("Invalid UTF-8 encoded string") from 0.23 on. Catch both, then
+# tell bad text from a cut body by looking at the bytes, never at the exception's type or text.
+TEXT_DECODE_ERRORS = (UnicodeDecodeError, msgspec.DecodeError)
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
@@ -104,11 +122,8 @@ def sanitize_line(line: bytes) -> bytes:
     UTF-8 validation and a substring scan; only a line that needs it is parsed and re-encoded
     (so its whitespace and number spelling may change; values do not).
     """
-    if not line.isascii():
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            line = line.decode("utf-8", "replace").encode("utf-8")
+    if not line.isascii() and not is_utf8(line):
+        line = replace_invalid_utf8(line)
     if NUL_ESCAPE not in line:
         return line
     try:
@@ -137,10 +152,12 @@ def _decode(line: bytes) -> tuple[_Event, _Keys]:
     try:
         event = _event_decoder.decode(line)
         return event, _keys_decoder.decode(event.properties)
-    except UnicodeDecodeError:
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(line):
+            raise  # a cut or foreign line, not bad text
         # Invalid UTF-8 in a decoded field (sanitize_text off): the columns get U+FFFD, and
         # properties stay the bytes Mixpanel sent.
-        event = _event_decoder.decode(line.decode("utf-8", "replace").encode("utf-8"))
+        event = _event_decoder.decode(replace_invalid_utf8(line))
         keys = _keys_decoder.decode(event.properties)
         event.properties = _raw_event_decoder.decode(line).properties
         return event, keys

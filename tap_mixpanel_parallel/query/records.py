@@ -13,7 +13,12 @@ from typing import IO, Any
 
 import msgspec
 
-from tap_mixpanel_parallel.export.records import sanitize_line
+from tap_mixpanel_parallel.export.records import (
+    TEXT_DECODE_ERRORS,
+    is_utf8,
+    replace_invalid_utf8,
+    sanitize_line,
+)
 from tap_mixpanel_parallel.query.state import later, parse_last_seen
 
 
@@ -32,11 +37,22 @@ class _Page(msgspec.Struct):
     error: str | None = None
 
 
+class _RawProfile(msgspec.Struct):
+    properties: msgspec.Raw = msgspec.field(name="$properties", default=msgspec.Raw(b"{}"))
+
+
+class _RawPage(msgspec.Struct):
+    """A page read without decoding any string, so invalid UTF-8 cannot stop it."""
+
+    results: list[_RawProfile] | None = None
+
+
 class _LastSeen(msgspec.Struct):
     last_seen: Any = msgspec.field(name="$last_seen", default=None)
 
 
 _page_decoder = msgspec.json.Decoder(_Page)
+_raw_page_decoder = msgspec.json.Decoder(_RawPage)
 _last_seen_decoder = msgspec.json.Decoder(_LastSeen)
 _encoder = msgspec.json.Encoder()
 
@@ -55,6 +71,33 @@ class PageWritten:
     session_id: str | None = None
     page_size: int | None = None
     total: int | None = None
+
+
+def _decode_page(body: bytes) -> _Page:
+    """The page; msgspec.DecodeError on a cut body.
+
+    Invalid UTF-8 (``sanitize_text`` off) becomes U+FFFD in ``distinct_id`` and the other
+    decoded fields, and ``$properties`` stay the bytes Mixpanel sent, as for events.
+    """
+    try:
+        return _page_decoder.decode(body)
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(body):
+            raise  # a cut or foreign body, not bad text
+    page = _page_decoder.decode(replace_invalid_utf8(body))
+    raw = _raw_page_decoder.decode(body)
+    for profile, sent in zip(page.results or [], raw.results or [], strict=True):
+        profile.properties = sent.properties
+    return page
+
+
+def _last_seen(properties: msgspec.Raw) -> Any:
+    try:
+        return _last_seen_decoder.decode(properties).last_seen
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(bytes(properties)):
+            raise
+    return _last_seen_decoder.decode(replace_invalid_utf8(bytes(properties))).last_seen
 
 
 def _text(value: Any) -> str:
@@ -94,7 +137,7 @@ class ProfileEncoder:
         """
         if self.sanitize:
             body = sanitize_line(body)
-        page = _page_decoder.decode(body)  # msgspec.DecodeError on a cut body
+        page = _decode_page(body)
         if page.results is None:
             msg = "the engage answer has no results list"
             raise PageMalformed(msg)
@@ -104,7 +147,7 @@ class ProfileEncoder:
             record: dict[str, Any] = dict(self.extra)
             record["distinct_id"] = _text(profile.distinct_id)
             if self.with_profile:
-                seen = parse_last_seen(_last_seen_decoder.decode(profile.properties).last_seen)
+                seen = parse_last_seen(_last_seen(profile.properties))
                 newest = later(newest, seen)
                 record["last_seen"] = None if seen is None else seen.isoformat()
                 record["properties"] = profile.properties
