@@ -30,9 +30,10 @@ sys.path.insert(0, str(HERE))
 
 from bench import FakeServer, Scenario, tap_command, tap_config  # noqa: E402
 
-from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition  # noqa: E402
+from tap_mixpanel_parallel.export.partitions import PlannedPartition  # noqa: E402
 from tap_mixpanel_parallel.export.records import RecordEncoder  # noqa: E402
 from tap_mixpanel_parallel.export.worker import ExportWorkers  # noqa: E402
+from tap_mixpanel_parallel.run.dates import Partition  # noqa: E402
 from tap_mixpanel_parallel.settings import Settings  # noqa: E402
 
 

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tap_mixpanel_parallel.export.runner import PartitionResult, Status
+from tap_mixpanel_parallel.export.runner import PartitionResult
+from tap_mixpanel_parallel.run.status import Status
 
 BAR_WIDTH = 24
 DEFAULT_COLUMNS = 80

@@ -20,7 +20,7 @@ from singer_sdk.helpers.capabilities import (
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
-from tap_mixpanel_parallel.export.state import StateError, check_state, read_state_file
+from tap_mixpanel_parallel.export.state import check_state, read_state_file
 from tap_mixpanel_parallel.export.stream import EventsStream
 from tap_mixpanel_parallel.locks import hold_state_lock
 from tap_mixpanel_parallel.output import (
@@ -37,6 +37,7 @@ from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
 from tap_mixpanel_parallel.query.funnels import FunnelsStream
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
 from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
+from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.sdk_seams import StateFileHook, SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
 

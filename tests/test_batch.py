@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.batch import BatchFiles
-from tap_mixpanel_parallel.export.spool import LOCK_NAME, PREFIX
 from tap_mixpanel_parallel.locks import try_lock
+from tap_mixpanel_parallel.run.spool import LOCK_NAME, PREFIX
 from tests.helpers import TAP, base_config, expected_ids
 
 D = dt.date

@@ -22,15 +22,11 @@ from hypothesis import strategies as st
 from tap_mixpanel_parallel.export.client import GzipMembers, split_lines
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import OutOfRangeTime, RecordEncoder
-from tap_mixpanel_parallel.export.runner import (
-    MAX_THROTTLE_STREAK,
-    PartitionResult,
-    PartitionRunner,
-    Status,
-)
+from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.errors import StreamCut
 from tap_mixpanel_parallel.http.limiter import RETRY_AFTER_CAP_SECONDS, RateLimiter
+from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
 from tap_mixpanel_parallel.settings import Settings
 from tap_mixpanel_parallel.testing.fake_server import Faults
 from tap_mixpanel_parallel.testing.fake_server.errors import UNAUTHORIZED

@@ -10,12 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.partitions import (
-    Partition,
     incremental_start,
     plan_partitions,
-    split_date_range,
     subtract_ranges,
 )
+from tap_mixpanel_parallel.run.dates import Partition, split_date_range
 
 D = dt.date
 days = st.dates(min_value=D(2015, 1, 1), max_value=D(2030, 12, 31))

@@ -22,9 +22,11 @@ import time
 
 import pytest
 
-from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
-from tap_mixpanel_parallel.export.runner import PartitionResult, Status
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.export.runner import PartitionResult
 from tap_mixpanel_parallel.progress import BAR_WIDTH, Progress, wants_bar
+from tap_mixpanel_parallel.run.dates import Partition
+from tap_mixpanel_parallel.run.status import Status
 from tests.helpers import SECRET, TAP, base_config
 
 D = dt.date

@@ -15,12 +15,12 @@ import threading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.runner import Status
 from tap_mixpanel_parallel.http.errors import RateLimited, RunFatal, StreamCut
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.query.client import SessionExpired
 from tap_mixpanel_parallel.query.records import ProfileEncoder
 from tap_mixpanel_parallel.query.runner import QueryJob, QueryRunner
+from tap_mixpanel_parallel.run.status import Status
 
 LOG = logging.getLogger("test-query-runner")
 

@@ -11,8 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.records import REPLACEMENT
-from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.query.paging import Session, next_page_needed, page_count, short_page
 from tap_mixpanel_parallel.query.records import PageMalformed, ProfileEncoder
 from tap_mixpanel_parallel.query.state import (
@@ -23,6 +21,8 @@ from tap_mixpanel_parallel.query.state import (
     load_bookmark,
     parse_last_seen,
 )
+from tap_mixpanel_parallel.run.state import StateError
+from tap_mixpanel_parallel.run.text import REPLACEMENT
 
 UTC = dt.timezone.utc
 
@@ -224,7 +224,7 @@ def test_funnel_bookmarks_round_trip_and_never_settle_today():
     marks = {7001: dt.date(2024, 2, 1), 7002: dt.date(2024, 1, 5)}
     assert load_funnel_bookmarks(dump_funnel_bookmarks(marks)) == marks
     assert load_funnel_bookmarks({}) == {}
-    from tap_mixpanel_parallel.export.partitions import Partition
+    from tap_mixpanel_parallel.run.dates import Partition
 
     today = dt.date(2024, 3, 10)
     assert settled(Partition(dt.date(2024, 3, 1), today), today) == dt.date(2024, 3, 9)

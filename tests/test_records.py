@@ -11,14 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.records import (
-    REPLACEMENT,
     RecordEncoder,
     decode_record,
     event_time,
-    sanitize_line,
     synthetic_insert_id,
 )
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
+from tap_mixpanel_parallel.run.text import REPLACEMENT, sanitize_line
 
 UTC_ENC = RecordEncoder(time_in_ms=False, zone=None, as_messages=False)
 

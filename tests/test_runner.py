@@ -7,10 +7,11 @@ import logging
 import threading
 import time
 
-from tap_mixpanel_parallel.export.partitions import PlannedPartition, split_date_range
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
 from tap_mixpanel_parallel.export.runner import PartitionRunner, Spooled
 from tap_mixpanel_parallel.http.errors import PartitionRejected, RunFatal, StreamCut, TransientError
 from tap_mixpanel_parallel.http.limiter import RateLimiter
+from tap_mixpanel_parallel.run.dates import split_date_range
 
 LOG = logging.getLogger("test-runner")
 

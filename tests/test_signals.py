@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tap_mixpanel_parallel.export.spool import PREFIX
 from tap_mixpanel_parallel.output import STOP_GRACE_SECONDS
+from tap_mixpanel_parallel.run.spool import PREFIX
 from tests.helpers import (
     TAP,
     base_config,

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tap_mixpanel_parallel.export.spool import (
+from tap_mixpanel_parallel.http.limiter import StopRequested
+from tap_mixpanel_parallel.run.spool import (
     LOCK_NAME,
     PREFIX,
     UNLOCKED_STALE_SECONDS,
@@ -18,7 +19,6 @@ from tap_mixpanel_parallel.export.spool import (
     SpoolDir,
     remove_stale,
 )
-from tap_mixpanel_parallel.http.limiter import StopRequested
 
 
 def test_a_folder_whose_run_is_gone_is_removed_and_a_live_ones_is_kept(tmp_path):
@@ -27,7 +27,7 @@ def test_a_folder_whose_run_is_gone_is_removed_and_a_live_ones_is_kept(tmp_path)
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from tap_mixpanel_parallel.export.spool import SpoolDir\n"
+            "from tap_mixpanel_parallel.run.spool import SpoolDir\n"
             f"d = SpoolDir({str(tmp_path)!r})\n"
             "(d.path / 'x.jsonl').write_bytes(b'x' * 1000)\n"
             "print(d.path, flush=True)\n"

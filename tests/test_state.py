@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition, plan_partitions
+from tap_mixpanel_parallel.export.partitions import PlannedPartition, plan_partitions
 from tap_mixpanel_parallel.export.state import (
     ExportState,
     FailedPartition,
-    StateError,
     bookmark_in_future,
     dump_state,
     load_state,
@@ -22,6 +21,8 @@ from tap_mixpanel_parallel.export.state import (
     settle_done,
     settle_failed,
 )
+from tap_mixpanel_parallel.run.dates import Partition
+from tap_mixpanel_parallel.run.state import StateError
 
 D = dt.date
 TODAY = D(2030, 1, 1)

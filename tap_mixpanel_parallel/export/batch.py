@@ -8,7 +8,7 @@ STATE did, and a STATE never covers a file the loader has not loaded.
 Where files live and who removes them:
 
 - Each run writes into a folder of its own under ``batch_dir``, made and locked as spool folders
-  are (:mod:`tap_mixpanel_parallel.export.spool`): ``tap-mixpanel-parallel-*``, with an
+  are (:mod:`tap_mixpanel_parallel.run.spool`): ``tap-mixpanel-parallel-*``, with an
   ``flock`` held on its lock file for as long as the tap runs.
 - The tap never removes a file of its own run: the loader may read it after the tap exited.
 - At start-up a run removes the folders of earlier runs that are gone (their lock is free), with
@@ -32,8 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from tap_mixpanel_parallel.export.spool import LOCK_NAME, PREFIX, Swept, remove_stale
 from tap_mixpanel_parallel.locks import try_lock, write_owner
+from tap_mixpanel_parallel.run.spool import LOCK_NAME, PREFIX, Swept, remove_stale
 
 #: target-postgres holds a file's records as Python objects: roughly 25 bytes of memory per byte
 #: of JSON, so 16 MiB files keep it near 400 MB even for very large events.

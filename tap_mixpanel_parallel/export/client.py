@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 import requests
 import urllib3
 
-from tap_mixpanel_parallel.export.partitions import Partition
 from tap_mixpanel_parallel.http.errors import StreamCut, TransientError
 from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
@@ -22,6 +21,7 @@ from tap_mixpanel_parallel.http.session import (
     status_error,
     transport_error,
 )
+from tap_mixpanel_parallel.run.dates import Partition
 from tap_mixpanel_parallel.settings import Settings
 
 CHUNK_BYTES = 256 * 1024

@@ -10,8 +10,8 @@ Two exceptions, both rare and both decided per line after a cheap byte scan:
 - An event without ``$insert_id`` gets a synthetic one (:func:`synthetic_insert_id`), so that
   the record key never merges two events and is the same each time the event is read again.
 - With ``sanitize_text``, a line that holds an escaped NUL or invalid UTF-8 is cleaned
-  (:func:`sanitize_line`): PostgreSQL stores neither in ``text`` or ``jsonb``, and one such
-  event would otherwise fail the whole load on every rerun.
+  (:func:`~tap_mixpanel_parallel.run.text.sanitize_line`): PostgreSQL stores neither in
+  ``text`` or ``jsonb``, and one such event would otherwise fail the whole load on every rerun.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
+from tap_mixpanel_parallel.run.text import (
+    TEXT_DECODE_ERRORS,
+    is_utf8,
+    replace_invalid_utf8,
+    sanitize_line,
+)
 
 STREAM_NAME = "events"
 TERMINATED_EARLY = b"terminated early"
@@ -60,14 +66,7 @@ _event_decoder = msgspec.json.Decoder(_Event)
 _raw_event_decoder = msgspec.json.Decoder(_RawEvent)
 _keys_decoder = msgspec.json.Decoder(_Keys)
 _encoder = msgspec.json.Encoder()
-_any_decoder = msgspec.json.Decoder()
 
-#: How a NUL character is written in JSON; the only way one can be in Mixpanel's export, whose
-#: lines are JSON. A pre-filter: ``\\u0000`` (an escaped backslash) matches too, and is kept.
-NUL_ESCAPE = b"\\u0000"
-#: What a NUL or an invalid UTF-8 sequence becomes: U+FFFD, as target-postgres's own
-#: ``sanitize_null_text_characters`` does for top-level strings.
-REPLACEMENT = "\ufffd"
 #: Marks a synthetic ``insert_id``; Mixpanel's own are letters, digits and dashes.
 SYNTHETIC_PREFIX = "h:"
 
@@ -85,52 +84,6 @@ def synthetic_insert_id(event: bytes, properties: bytes, occurrence: int) -> str
     digest = hashlib.blake2b(event + properties, digest_size=16).hexdigest()
     suffix = "" if occurrence == 1 else f":{occurrence}"
     return f"{SYNTHETIC_PREFIX}{digest}{suffix}"
-
-
-def is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def replace_invalid_utf8(data: bytes) -> bytes:
-    return data.decode("utf-8", "replace").encode("utf-8")
-
-
-# What msgspec raises for invalid UTF-8 inside a string it decodes: UnicodeDecodeError up to
-# 0.22, a plain DecodeError ("Invalid UTF-8 encoded string") from 0.23 on. Catch both, then
-# tell bad text from a cut body by looking at the bytes, never at the exception's type or text.
-TEXT_DECODE_ERRORS = (UnicodeDecodeError, msgspec.DecodeError)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
-def sanitize_line(line: bytes) -> bytes:
-    """``line`` with invalid UTF-8 and escaped NULs, at any depth and in keys, made U+FFFD.
-
-    Lines with neither (nearly all) come back as the same object, after an ASCII check or one
-    UTF-8 validation and a substring scan; only a line that needs it is parsed and re-encoded
-    (so its whitespace and number spelling may change; values do not).
-    """
-    if not line.isascii() and not is_utf8(line):
-        line = replace_invalid_utf8(line)
-    if NUL_ESCAPE not in line:
-        return line
-    try:
-        value = _any_decoder.decode(line)
-    except msgspec.DecodeError:
-        return line  # not JSON: the caller reports it as a cut stream
-    return _encoder.encode(_clean(value))
 
 
 def event_time(value: float, *, in_ms: bool, zone: ZoneInfo | None) -> str:

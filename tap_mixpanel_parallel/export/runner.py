@@ -9,7 +9,7 @@ Results come back in plan order. That keeps the bookmark simple (it covers exact
 emitted) and makes a stop clean: everything after the first unfinished partition is owed
 again, nothing before it is. A look-ahead window bounds how many partitions may be fetched
 or spooled ahead of the one the main thread is waiting for, and a byte budget (see
-:class:`~tap_mixpanel_parallel.export.spool.SpoolBudget`) bounds how much disk they take.
+:class:`~tap_mixpanel_parallel.run.spool.SpoolBudget`) bounds how much disk they take.
 
 Workers only fetch, parse and write their spool files; the main thread alone writes Singer
 messages and touches state.
@@ -26,20 +26,20 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import IO, NamedTuple
 
 import backoff
 
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
-from tap_mixpanel_parallel.export.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.http.limiter import (
     RETRY_AFTER_CAP_SECONDS,
     RateLimiter,
     StopRequested,
 )
+from tap_mixpanel_parallel.run.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
+from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
 
 
 class Spooled(NamedTuple):
@@ -56,21 +56,7 @@ class Spooled(NamedTuple):
 Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], Spooled]
 
 MAX_BACKOFF_SECONDS = 60.0
-#: 429s do not spend ``max_retries`` (being told to wait is not a failure); instead the run
-#: gives up on Mixpanel after this many 429 pauses in a row with no successful request in
-#: between (37 minutes of waiting at the default ``rate_limit_wait`` when no 429 carries a
-#: ``Retry-After``).
-MAX_THROTTLE_STREAK = 10
 WORKER_THREAD_PREFIX = "mixpanel-export"
-
-
-class Status(Enum):
-    """How a partition's last attempt ended."""
-
-    OK = "ok"
-    FAILED = "failed"  # out of retries, or rejected: owed to the next run
-    FATAL = "fatal"  # no partition can succeed: the run stops
-    STOPPED = "stopped"  # abandoned because the run is stopping
 
 
 @dataclass

@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tap_mixpanel_parallel.export.partitions import Partition, PlannedPartition
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.run.dates import Partition
+from tap_mixpanel_parallel.run.state import StateError
 
 REPLICATION_KEY = "time"
 STREAM = "events"
@@ -31,10 +33,6 @@ _START_OVER = (
     "pass the last STATE message's value, or no --state to export from start_date"
     " (under Meltano: meltano state clear)"
 )
-
-
-class StateError(ValueError):
-    """The incoming state cannot be read; the message says which key and what to do."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.batch import BatchFiles
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
-from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner, Status
+from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.export.state import (
     ExportState,
     FailedPartition,
@@ -33,6 +33,7 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.run.status import Status
 from tap_mixpanel_parallel.sdk_seams import (
     write_batch_message,
 )

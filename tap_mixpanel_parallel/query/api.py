@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from tap_mixpanel_parallel.export.runner import MAX_THROTTLE_STREAK
 from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.http.retry import with_retries
 from tap_mixpanel_parallel.http.session import SessionPool
 from tap_mixpanel_parallel.query.client import QUERY_ACCEPT
+from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK
 from tap_mixpanel_parallel.settings import Settings
 
 #: The Query API documents no per-second budget; this only keeps a runaway loop polite.

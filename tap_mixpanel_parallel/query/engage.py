@@ -16,7 +16,6 @@ import msgspec
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.runner import Status
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
 from tap_mixpanel_parallel.query.base import QueryStream
 from tap_mixpanel_parallel.query.client import fetch_body, query_url
@@ -30,6 +29,7 @@ from tap_mixpanel_parallel.query.state import (
     later,
     load_bookmark,
 )
+from tap_mixpanel_parallel.run.status import Status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -19,8 +19,6 @@ import msgspec
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.partitions import Partition, split_date_range
-from tap_mixpanel_parallel.export.state import StateError
 from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import StopRequested
 from tap_mixpanel_parallel.query.api import QueryApi
@@ -28,6 +26,8 @@ from tap_mixpanel_parallel.query.base import QueryStream
 from tap_mixpanel_parallel.query.client import fetch_body, query_url
 from tap_mixpanel_parallel.query.lists import decode, guarded
 from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX
+from tap_mixpanel_parallel.run.dates import Partition, split_date_range
+from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.settings import today_in
 
 ONE_DAY = dt.timedelta(days=1)

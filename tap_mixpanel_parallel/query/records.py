@@ -13,13 +13,13 @@ from typing import IO, Any
 
 import msgspec
 
-from tap_mixpanel_parallel.export.records import (
+from tap_mixpanel_parallel.query.state import later, parse_last_seen
+from tap_mixpanel_parallel.run.text import (
     TEXT_DECODE_ERRORS,
     is_utf8,
     replace_invalid_utf8,
     sanitize_line,
 )
-from tap_mixpanel_parallel.query.state import later, parse_last_seen
 
 
 class _Profile(msgspec.Struct):

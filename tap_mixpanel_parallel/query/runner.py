@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tap_mixpanel_parallel.export.runner import MAX_THROTTLE_STREAK, Status
 from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
 from tap_mixpanel_parallel.http.retry import with_retries
@@ -39,6 +38,7 @@ from tap_mixpanel_parallel.query.client import SessionExpired
 from tap_mixpanel_parallel.query.paging import Session, next_page_needed, short_page
 from tap_mixpanel_parallel.query.records import PageWritten, ProfileEncoder
 from tap_mixpanel_parallel.query.state import later
+from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
 
 WORKER_THREAD_PREFIX = "mixpanel-query"
 #: Queries of at least this many pages log their progress about every tenth of them.

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from tap_mixpanel_parallel.export.state import StateError
+from tap_mixpanel_parallel.run.state import StateError
 
 UTC = dt.timezone.utc
 LAST_SEEN_FORMAT = "%Y-%m-%dT%H:%M:%S"
