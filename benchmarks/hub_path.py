@@ -8,10 +8,10 @@ Once listed, a user installs both plugins from Meltano Hub::
 This module plays the Hub: it serves ``hub/_data/meltano`` over the API Meltano reads
 (``{hub_url}/meltano/api/v1/plugins/<type>/index`` and ``.../<type>/<name>--<variant>``, the
 ``hub_url`` setting every Meltano project has), with each definition's ``pip_url`` pointed at a
-wheel built from this checkout, and builds such a project with the real ``meltano`` CLI. The
-definition reaches the project as the Hub's would, ``select`` and the loader's extras included
-(``meltano add --from-ref`` drops those: Meltano 4.4.1 keeps only settings and capabilities of a
-referenced file).
+wheel built from this checkout (constrained to the versions CI pins), and builds such a project
+with the real ``meltano`` CLI. The definition reaches the project as the Hub's would, its
+``select`` and the loader's extras included (``meltano add --from-ref`` drops those: Meltano
+4.4.1 keeps only settings and capabilities of a referenced file).
 
 Used by tests/test_hub_path.py and benchmarks/main_job.py.
 """
@@ -211,7 +211,15 @@ def create_project(path: Path, wheels: Mapping[tuple[str, str], Path]) -> HubPro
     init = HubProject(home, env)
     init.ok("init", path.name, "--no_usage_stats")
     project = HubProject(path, env)
-    plugins = definitions({plugin: str(wheel) for plugin, wheel in wheels.items()})
+    # Pinned as meltano.yml's plugins are (constraints/, scripts/update-locks.sh), so a new
+    # release of a dependency cannot change a result without a change here.
+    constraints = {EXTRACTOR: "tap-mixpanel-parallel.txt", LOADER: "target-postgres-mixpanel.txt"}
+    plugins = definitions(
+        {
+            plugin: f"{wheel} -c {ROOT / 'constraints' / constraints[plugin]}"
+            for plugin, wheel in wheels.items()
+        }
+    )
     with local_hub(plugins) as hub_url:
         for plugin_type, name in (EXTRACTOR, LOADER):
             project.ok(
