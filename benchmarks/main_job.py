@@ -9,7 +9,7 @@ Side by side in one run, alternating and in a rotated order each repeat (medians
   plugins added from the two Hub definitions (hub_path.py: a local Meltano Hub serving
   hub/_data, ``pip_url`` pointed at wheels built from this checkout), installed once outside
   the timings; ``meltano run --full-refresh tap-mixpanel target-postgres`` with nothing set but
-  credentials, the connection (a database of its own, ``bench_hub_path``) and BATCH, loading into
+  credentials, the connection (a database of its own) and BATCH, loading into
   the Hub loader's default schema ``tap_mixpanel_parallel``. Checked like the main job, and no
   ``_sdc_*`` column may hold a NULL.
 - **main job**: the real ``meltano run --full-refresh tap-mixpanel-parallel target-postgres``
@@ -62,10 +62,11 @@ MELTANO_ENV = {
     "MELTANO_CLI_DISABLE_VERSION_CHECK": "true",
     "MELTANO_CLI_LOG_FORMAT": "uncolored",
 }
-SCHEMA_MAIN = "bench_main_job"
-SCHEMA_FLOOR = "bench_copy_floor"
+# Names of this run's own (the PostgreSQL server may be shared by other runs at the same time).
+SCHEMA_MAIN = f"bench_main_job_{os.getpid()}"
+SCHEMA_FLOOR = f"bench_copy_floor_{os.getpid()}"
 #: The Hub path loads into a database of its own, where the Hub loader's default schema is free.
-HUB_DATABASE = "bench_hub_path"
+HUB_DATABASE = f"bench_hub_path_{os.getpid()}"
 HUB_SCHEMA = "tap_mixpanel_parallel"
 #: Rows a day of the fake server's --awkward-events.
 AWKWARD_PER_DAY = 5
