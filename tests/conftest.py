@@ -26,6 +26,7 @@ _SUBPROCESS_MODULES = {
     "test_cli_query",
     "test_config_errors",
     "test_faults",
+    "test_import_contracts",
     "test_mixpanel_answers",
     "test_packaging",
     "test_signals",
