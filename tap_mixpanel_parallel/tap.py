@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar, NoReturn
 
@@ -117,12 +118,12 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         return [s for s in self.streams.values() if isinstance(s, QueryStream)]
 
     def run_halted(self) -> bool:
-        """True once a fatal error or a signal means no further stream may start."""
-        return (
-            self._signal is not None
-            or self._events().outcome.fatal is not None
-            or any(s.outcome.fatal for s in self._query_streams())
-        )
+        """True once a signal means no further stream may start.
+
+        An error no retry can fix stops only the streams of the API that answered it: the
+        export runs whatever the Query API said, and the other way round.
+        """
+        return self._signal is not None
 
     def _events(self) -> EventsStream:
         stream = self.streams[EventsStream.name]
@@ -155,6 +156,26 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         """Check the state's shape first: the SDK's own merge fails with a traceback."""
         check_state(state)
         super().load_state(state)
+        self._given_bookmarks = copy.deepcopy(state.get("bookmarks") or {})
+
+    _given_bookmarks: dict[str, Any] | None = None
+
+    def state_view(self, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The state a STATE message carries: a query stream that did not run, or stopped
+        before writing any STATE, keeps its bookmark as given (the SDK would add an empty one,
+        or its starting marker)."""
+        untouched = [s.name for s in self._query_streams() if s.state_untouched]
+        if not untouched:
+            return value
+        out = copy.deepcopy(dict(value))
+        bookmarks = out.setdefault("bookmarks", {})
+        given = self._given_bookmarks or {}
+        for name in untouched:
+            if name in given:
+                bookmarks[name] = copy.deepcopy(given[name])
+            else:
+                bookmarks.pop(name, None)
+        return out
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGINT/SIGTERM: stop within a bounded time; the same signal twice exits at once.
@@ -207,6 +228,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._signals_seen: set[int] = set()
+        if isinstance(self.message_writer, StdoutWriter):
+            self.message_writer.state_view = self.state_view
         # Our own handlers replace the SDK's (which would exit at once): a stop must first
         # finish the partition being written and emit the STATE of what is complete.
         if threading.current_thread() is threading.main_thread():
@@ -289,14 +312,18 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
                 self.logger.info(stream.outcome.summary)
             if stream.outcome.failed:
                 self.logger.error(
-                    "stream %s failed; its state is unchanged for the next run: %s",
+                    "stream %s failed; %s for the next run: %s",
                     stream.name,
+                    stream.outcome.kept,
                     stream.outcome.failed,
                 )
                 code = max(code, EXIT_FAILED_PARTITIONS)
             if stream.outcome.fatal:
                 self.logger.error(
-                    "stream %s stopped the run: %s", stream.name, stream.outcome.fatal
+                    "stream %s stopped; %s: %s",
+                    stream.name,
+                    stream.outcome.kept,
+                    stream.outcome.fatal,
                 )
                 code = EXIT_FATAL
         return code
