@@ -295,6 +295,14 @@ def tap_config(path: Path, url: str, scenario: Scenario, **extra: Any) -> Path:
     return path
 
 
+def batch_config(root: Path, compression: str = "none") -> dict[str, Any]:
+    """The SDK's batch_config for JSONL files under a local folder."""
+    return {
+        "encoding": {"format": "jsonl", "compression": compression},
+        "storage": {"root": root.as_uri()},
+    }
+
+
 def tap_command(config: Path) -> list[str]:
     exe = Path(sys.executable).parent / "tap-mixpanel-parallel"
     return [str(exe), "--config", str(config)]

@@ -199,10 +199,12 @@ def hub_env(config: dict[str, Any], batches: Path) -> dict[str, str]:
     env = {f"TAP_MIXPANEL_{key.upper()}": str(value) for key, value in config.items()}
     env.update(
         {
-            "TAP_MIXPANEL_BATCH_MESSAGES": "true",
-            "TAP_MIXPANEL_BATCH_DIR": str(batches),
-            # The tap's default until sanitize_text defaults to true: the NULs.
-            "TAP_MIXPANEL_SANITIZE_TEXT": "true",
+            "TAP_MIXPANEL_BATCH_CONFIG": json.dumps(
+                {
+                    "encoding": {"format": "jsonl", "compression": "none"},
+                    "storage": {"root": batches.as_uri()},
+                }
+            ),
             "TARGET_POSTGRES_HOST": os.environ.get("TARGET_POSTGRES_HOST", "127.0.0.1"),
             "TARGET_POSTGRES_PORT": os.environ.get("TARGET_POSTGRES_PORT", "5432"),
             "TARGET_POSTGRES_USER": os.environ.get("TARGET_POSTGRES_USER", "tap"),
@@ -264,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                 "MELTANO_SYS_DIR_ROOT": str(work / ".meltano"),
                 "MELTANO_DATABASE_URI": f"sqlite:///{work / 'meltano.db'}",
                 "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": SCHEMA_MAIN,
-                "TAP_MIXPANEL_PARALLEL_BATCH_DIR": str(work / "batches"),
+                "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG": json.dumps(
+                    bench.batch_config(work / "batches")
+                ),
                 **{
                     f"TAP_MIXPANEL_PARALLEL_{key.upper()}": str(value)
                     for key, value in json.loads(config.read_text()).items()
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             records_dir = work / "records"
             batch_cfg = bench.tap_config(
                 work / "tap-batch.json", server.url, scenario,
-                batch_messages=True, sanitize_text=True, batch_dir=str(records_dir),
+                batch_config=bench.batch_config(records_dir), sanitize_text=True,
             )  # fmt: skip
             subprocess.run(
                 [*bench.tap_command(batch_cfg)], stdout=subprocess.DEVNULL,

@@ -17,9 +17,10 @@ installed SDK, so an SDK upgrade that removes or reshapes one fails CI instead o
 - :class:`StateFileHook` overrides ``Tap.invoke`` to read the ``--state`` file before the SDK
   does: the SDK parses it inside ``invoke`` (a traceback on anything but a JSON object of
   objects) and has no hook in between.
-- :func:`write_batch_message` builds the SDK's BATCH message (``SDKBatchMessage`` and
-  ``BaseBatchFileEncoding`` live in the private ``singer_sdk.helpers._batch``) and writes it
-  with ``Stream._write_batch_message``, the SDK's own writer for it.
+- ``BatchConfig`` and ``BaseBatchFileEncoding``, the types of the public
+  ``Stream.get_batch_config`` and ``Stream.get_batches``, live in the private
+  ``singer_sdk.helpers._batch``; the tap only names them in annotations and reads
+  ``batch_config.encoding``, which it hands back to the SDK unchanged.
 - :func:`records_pass_through` reads the stream-map internals (``SameRecordTransform``,
   ``flattening_enabled``, ``stream_alias``) to know when records may skip the SDK's path.
 """
@@ -33,19 +34,20 @@ from typing import IO, Any
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers import types
-from singer_sdk.helpers._batch import BaseBatchFileEncoding
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.http.errors import redact
 
 __all__ = [
+    "BaseBatchFileEncoding",
+    "BatchConfig",
     "PartitionBookmarks",
     "StateFileHook",
     "SyncHooks",
     "hide_secret_values",
     "records_pass_through",
-    "write_batch_message",
 ]
 
 
@@ -133,9 +135,3 @@ def records_pass_through(stream: Stream) -> bool:
     if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
         return False
     return not maps[0].flattening_enabled and maps[0].stream_alias == stream.name
-
-
-def write_batch_message(stream: Stream, manifest: list[str]) -> None:
-    """One BATCH message for ``stream``: uncompressed JSONL files, one record per line."""
-    encoding = BaseBatchFileEncoding(format="jsonl", compression=None)
-    stream._write_batch_message(encoding=encoding, manifest=manifest)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import fsspec
 from singer_sdk import typing as th
 
 REGION_HOSTS = {
@@ -164,30 +164,10 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "sanitize_text",
         th.BooleanType,
-        default=False,
+        default=True,
         description="Replace NUL characters (at any depth of properties, keys included) and"
-        " invalid UTF-8 with U+FFFD, which PostgreSQL can store; when off, properties stay byte"
-        " for byte",
-    ),
-    th.Property(
-        "batch_messages",
-        th.BooleanType,
-        default=False,
-        description="Send each finished partition as Singer SDK BATCH files (JSONL) instead of"
-        " RECORD messages; only for loaders that read BATCH (SDK targets such as"
-        " target-postgres)",
-    ),
-    th.Property(
-        "batch_dir",
-        th.StringType,
-        description="Folder for BATCH files (default: tap-mixpanel-parallel.batches in the"
-        " system temporary folder); a run removes the files earlier runs left there",
-    ),
-    th.Property(
-        "batch_max_records",
-        th.IntegerType(minimum=1),
-        default=10000,
-        description="Records per BATCH file at most (the loader holds one file in memory)",
+        " invalid UTF-8 with U+FFFD, which every loader can store (PostgreSQL refuses NUL); turn"
+        " it off to keep properties byte for byte",
     ),
     th.Property(
         "query_max_workers",
@@ -237,6 +217,18 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         " read again",
     ),
 ).to_dict()
+
+
+#: Settings of earlier versions that the SDK's ``batch_config`` replaced: set, they would be
+#: ignored without a word (the SDK accepts unknown keys), so a run stops and says what to set.
+RETIRED = {
+    "batch_messages": "batch_config",
+    "batch_dir": "batch_config.storage.root",
+}
+#: Records per BATCH file unless ``batch_config.batch_size`` says otherwise (the SDK's default).
+DEFAULT_BATCH_SIZE = 10000
+#: Extras of this package that install an fsspec protocol's implementation.
+PROTOCOL_EXTRAS = {"s3": "s3", "s3a": "s3"}
 
 
 class SettingsError(ValueError):
@@ -292,9 +284,8 @@ class Settings:
     max_spool_mb: int
     rate_limit_wait: float
     sanitize_text: bool
-    batch_messages: bool
-    batch_dir: Path
-    batch_max_records: int
+    #: Where and how large streams write SDK BATCH files; None: RECORD messages.
+    batch: BatchTarget | None
     #: Scheme and host of the Query, App and legacy ``/api/2.0`` APIs (or ``api_url``).
     query_host: str
     #: True with a service account; the legacy project secret reaches fewer APIs.
@@ -313,6 +304,14 @@ class Settings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Check and convert; raises :class:`SettingsError` on the first problem."""
+        for old, new in RETIRED.items():
+            if config.get(old) not in (None, "", False):
+                msg = (
+                    f"{old}: replaced by the Singer SDK's {new}; set batch_config, e.g."
+                    ' {"encoding": {"format": "jsonl", "compression": "gzip"}, "storage":'
+                    ' {"root": "file:///var/tmp/batches"}} (README: BATCH files)'
+                )
+                raise SettingsError(msg)
         authorization, project_id, secret = _auth(config)
         zone_name = config.get("project_timezone") or default_of("project_timezone")
         try:
@@ -358,9 +357,7 @@ class Settings:
             max_spool_mb=_int(config, "max_spool_mb"),
             rate_limit_wait=_positive(config, "rate_limit_wait"),
             sanitize_text=_bool(config, "sanitize_text"),
-            batch_messages=_bool(config, "batch_messages"),
-            batch_dir=_batch_dir(config),
-            batch_max_records=_int(config, "batch_max_records"),
+            batch=batch_target(config),
             query_host=_host(config, QUERY_HOSTS),
             service_account=not config.get("api_secret"),
             query_max_workers=_int(config, "query_max_workers"),
@@ -492,19 +489,130 @@ def _bool(config: Mapping[str, Any], key: str) -> bool:
     return bool(default_of(key) if value is None else value)
 
 
-def _batch_dir(config: Mapping[str, Any]) -> Path:
-    """The BATCH folder; when BATCH is on, checked writable now rather than after the fetch."""
-    value = config.get("batch_dir")
-    if value in (None, ""):
-        path = Path(tempfile.gettempdir()) / "tap-mixpanel-parallel.batches"
-    else:
-        path = Path(str(value)).expanduser().absolute()
-    if _bool(config, "batch_messages"):
-        existing = next(p for p in (path, *path.parents) if p.exists())
+@dataclass(frozen=True)
+class BatchTarget:
+    """The checked ``batch_config``: where BATCH files go, how they are encoded and cut.
+
+    ``root`` is a local absolute path when ``protocol`` is ``file``, else the fsspec path
+    (``bucket/key`` for s3) without its protocol.
+    """
+
+    protocol: str
+    root: str
+    prefix: str
+    #: fsspec storage options (endpoint, credentials): never printed.
+    params: Mapping[str, Any] = field(repr=False)
+    compression: str | None
+    max_records: int
+
+    @property
+    def local(self) -> bool:
+        """True for a folder on this machine (``file://`` or a plain path)."""
+        return self.protocol == "file"
+
+    @property
+    def url(self) -> str:
+        """The root as a URL, for messages."""
+        return Path(self.root).as_uri() if self.local else f"{self.protocol}://{self.root}"
+
+
+def batch_target(config: Mapping[str, Any]) -> BatchTarget | None:
+    """``batch_config`` checked beyond its schema: what the SDK would fail on with a traceback.
+
+    None when it is not set: records then go out as RECORD messages, the SDK's convention.
+    """
+    raw = config.get("batch_config")
+    if raw in (None, "", {}):
+        return None
+    if not isinstance(raw, Mapping):
+        msg = "batch_config: must be an object with encoding and storage (README: BATCH files)"
+        raise SettingsError(msg)
+    unknown = sorted(set(raw) - {"encoding", "storage", "batch_size"})
+    if unknown:
+        msg = f"batch_config: unknown key {unknown[0]!r}; it takes encoding, storage, batch_size"
+        raise SettingsError(msg)
+    encoding = raw.get("encoding")
+    if not isinstance(encoding, Mapping) or "format" not in encoding:
+        msg = 'batch_config.encoding: required, e.g. {"format": "jsonl", "compression": "gzip"}'
+        raise SettingsError(msg)
+    if encoding["format"] != "jsonl":
+        msg = (
+            f"batch_config.encoding.format: {encoding['format']!r} is not supported; use jsonl"
+            " (the tap writes its records' JSON as fetched, without re-encoding them)"
+        )
+        raise SettingsError(msg)
+    compression = encoding.get("compression")
+    if compression not in (None, "none", "gzip"):
+        msg = f"batch_config.encoding.compression: {compression!r} is not gzip or none"
+        raise SettingsError(msg)
+    size = raw.get("batch_size")
+    if size is None:
+        size = DEFAULT_BATCH_SIZE
+    elif isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        msg = f"batch_config.batch_size: {size!r} must be a whole number of at least 1"
+        raise SettingsError(msg)
+    storage = raw.get("storage")
+    if not isinstance(storage, Mapping) or not storage.get("root"):
+        msg = (
+            "batch_config.storage.root: required; a folder (file:///var/tmp/batches) or an"
+            " fsspec URL (s3://bucket/prefix)"
+        )
+        raise SettingsError(msg)
+    params = storage.get("params") or {}
+    prefix = storage.get("prefix") or ""
+    if not isinstance(params, Mapping) or not isinstance(prefix, str) or "/" in prefix:
+        msg = (
+            "batch_config.storage: params must be an object (fsspec storage options) and"
+            " prefix a file name prefix without /"
+        )
+        raise SettingsError(msg)
+    protocol, root = _storage_root(str(storage["root"]))
+    return BatchTarget(
+        protocol=protocol,
+        root=root,
+        prefix=prefix,
+        params=dict(params),
+        compression="gzip" if compression == "gzip" else None,
+        max_records=size,
+    )
+
+
+def _storage_root(url: str) -> tuple[str, str]:
+    """(protocol, root) of ``batch_config.storage.root``; the protocol's library must import."""
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol in (None, "file", "local"):
+        if protocol is not None:
+            path = url.split("://", 1)[1]
+            if path.startswith("localhost/"):
+                path = path[len("localhost") :]  # file://localhost/abs is /abs
+        local = Path(path).expanduser().absolute()
+        existing = next(p for p in (local, *local.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            msg = f"batch_dir: cannot create or write {str(path)!r}; choose a writable folder"
+            msg = (
+                f"batch_config.storage.root: cannot create or write {str(local)!r}; choose a"
+                " writable folder"
+            )
             raise SettingsError(msg)
-    return path
+        return "file", str(local)
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        extra = PROTOCOL_EXTRAS.get(protocol)
+        hint = (
+            f"pip install 'tap-mixpanel-parallel[{extra}]'"
+            if extra
+            else f"install the fsspec implementation of {protocol}://"
+        )
+        msg = f"batch_config.storage.root: {protocol}:// needs a library that is missing: {hint}"
+        raise SettingsError(msg) from None
+    except ValueError:
+        msg = f"batch_config.storage.root: {protocol}:// is not a storage fsspec knows"
+        raise SettingsError(msg) from None
+    root = path.rstrip("/")
+    if not root:
+        msg = f"batch_config.storage.root: {url!r} names no bucket or folder"
+        raise SettingsError(msg)
+    return protocol, root
 
 
 def _event_names(config: Mapping[str, Any]) -> tuple[str, ...]:

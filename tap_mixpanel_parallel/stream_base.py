@@ -4,19 +4,42 @@ Each stream fetches on worker threads into spool files and emits whole units (a 
 query) from the main thread, followed by STATE. So each may copy pre-encoded RECORD lines
 straight to stdout when nothing would change a record, counts what it copies in the SDK's
 record counter, and sets its bookmark itself.
+
+With the SDK's ``batch_config``, the streams that can be large (:attr:`SpooledStream.batches`)
+go the SDK's BATCH route instead: the SDK calls :meth:`SpooledStream.get_batches` and writes a
+BATCH message for each manifest it yields, and the stream writes the unit's STATE once the SDK
+resumes it, so a STATE always follows the BATCH it covers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import Tap, metrics
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_mixpanel_parallel.compat import override
+from tap_mixpanel_parallel.run.batch import BatchFiles
 from tap_mixpanel_parallel.sdk_seams import PartitionBookmarks, records_pass_through
 from tap_mixpanel_parallel.settings import Settings
+
+if TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+    from tap_mixpanel_parallel.sdk_seams import BaseBatchFileEncoding, BatchConfig
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A unit's BATCH files, written; the SDK sends them as one BATCH message."""
+
+    urls: list[str]
+
+
+Unit = dict[str, Any] | Manifest
 
 
 class SpooledStream(PartitionBookmarks):
@@ -27,11 +50,77 @@ class SpooledStream(PartitionBookmarks):
     # asked to keep as they are.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
-    def __init__(self, tap: Tap, settings: Callable[[], Settings]) -> None:
+    #: True for the streams that can be large: they honour ``batch_config``. The others always
+    #: send RECORD messages, which every loader that reads BATCH reads too.
+    batches: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        tap: Tap,
+        settings: Callable[[], Settings],
+        batch_files: Callable[[], BatchFiles] | None = None,
+    ) -> None:
         super().__init__(tap=tap)
         self._owner = tap
         self._settings = settings
+        self._batch_files = batch_files
         self._record_counter: metrics.Counter | None = None
+        #: This run's BATCH folder while the SDK syncs the stream through :meth:`get_batches`.
+        self.batch_out: BatchFiles | None = None
+
+    def units(self, context: Context | None) -> Iterable[Unit]:
+        """Records for the SDK, or nothing (copied to stdout), or manifests (BATCH route)."""
+        raise NotImplementedError
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        for unit in self.units(context):
+            assert not isinstance(unit, Manifest), "manifests only on the BATCH route"
+            yield unit
+
+    @override
+    def get_batch_config(self, config: Mapping[str, Any]) -> BatchConfig | None:
+        """The SDK's batch config for the large streams on the fast path; None: RECORDs.
+
+        Stream maps, flattening, a deselected field or a record limit need the SDK's record
+        path (its own batcher would write records without applying them).
+        """
+        if not self.batches or self._batch_files is None:
+            return None
+        batch_config = super().get_batch_config(config)
+        if batch_config is not None and not self.uses_fast_path():
+            self.logger.warning(
+                "%s: batch_config is set, but stream maps, flattening, a deselected field or a"
+                " record limit need the SDK's record path: sending RECORD messages",
+                self.name,
+            )
+            return None
+        return batch_config
+
+    @override
+    def get_batches(
+        self, batch_config: BatchConfig, context: Context | None = None
+    ) -> Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
+        """One manifest per unit, written by the tap's fast path into this run's folder."""
+        assert self._batch_files is not None
+        self.batch_out = self._batch_files()
+        try:
+            with self.get_record_counter():
+                for unit in self.units(context):
+                    assert isinstance(unit, Manifest), "records only on the RECORD route"
+                    yield batch_config.encoding, unit.urls
+        finally:
+            self.batch_out = None
+
+    def write_batch(self, spools: list[Path], records: int, name: str) -> Manifest | None:
+        """A unit's spooled records as BATCH files: their manifest, None without records.
+
+        Raises ``OSError`` when they cannot be written (none of them is left behind).
+        """
+        assert self.batch_out is not None
+        urls = self.batch_out.write(spools, f"{self.name}-{name}")
+        self.count_copied(records)
+        return Manifest(urls) if urls else None
 
     @property
     def settings(self) -> Settings:

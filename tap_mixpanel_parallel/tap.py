@@ -38,6 +38,7 @@ from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
 from tap_mixpanel_parallel.query.funnels import FunnelsStream
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
 from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
+from tap_mixpanel_parallel.run.batch import BatchFiles, check_storage, describe
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.sdk_seams import StateFileHook, SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
@@ -54,13 +55,14 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     name = "tap-mixpanel-parallel"
     package_name = "tap-mixpanel-parallel"
     message_writer_class = StdoutWriter
-    # Not the SDK's defaults: records never leave as BATCH files, and an incremental stream
-    # emits no ACTIVATE_VERSION, so neither is advertised.
+    # The SDK's defaults but ACTIVATE_VERSION: an incremental stream emits none. BATCH adds the
+    # SDK's standard batch_config setting.
     capabilities: ClassVar[list[CapabilitiesEnum]] = [
         TapCapabilities.CATALOG,
         TapCapabilities.STATE,
         TapCapabilities.DISCOVER,
         PluginCapabilities.ABOUT,
+        PluginCapabilities.BATCH,
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
         PluginCapabilities.STRUCTURED_LOGGING,
@@ -86,6 +88,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             self._settings = Settings.from_config(self.config)
         except SettingsError as exc:
             return [str(exc)]
+        if self._settings.batch is not None and (problem := check_storage(self._settings.batch)):
+            return [problem]
         return []
 
     @override
@@ -99,12 +103,24 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             FunnelsStream,
         )
         return [
-            EventsStream(self, lambda: self.settings),
+            EventsStream(self, lambda: self.settings, self.batch_files),
             *(
-                kind(self, lambda: self.settings, self.query_api, self.run_halted)
+                kind(self, lambda: self.settings, self.query_api, self.run_halted, self.batch_files)
                 for kind in query_streams
             ),
         ]
+
+    _batch_files: BatchFiles | None = None
+
+    def batch_files(self) -> BatchFiles:
+        """This run's BATCH folder, made when a stream first needs it; every stream shares it."""
+        if self._batch_files is None:
+            target = self.settings.batch
+            assert target is not None, "a stream asks for BATCH files only with batch_config"
+            files = BatchFiles(target)
+            self.logger.info(describe(files, files.open()))
+            self._batch_files = files
+        return self._batch_files
 
     _query_api: QueryApi | None = None
 
@@ -283,6 +299,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         if outcome.fatal:
             self.logger.error("stopped: %s", outcome.fatal)
             code = EXIT_FATAL
+        if self._batch_files is not None:
+            self._batch_files.close()
         query_cut = self._query_api is not None and self._query_api.cut
         if self._query_api is not None:
             self._query_api.close()

@@ -27,6 +27,7 @@ settings.load_profile("shared-machine")
 # of .ci/check leaves out to stay quick.
 _SUBPROCESS_MODULES = {
     "test_batch",
+    "test_batch_storage",
     "test_bench_engage",
     "test_benchmarks",
     "test_cli_export",

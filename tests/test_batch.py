@@ -1,4 +1,5 @@
-"""BATCH files: bounded, each partition's BATCH before its STATE, earlier runs' folders removed.
+"""BATCH files through the SDK's batch_config: bounded, each partition's BATCH before its STATE,
+earlier runs' folders removed, gzip or not.
 
 Plus the tap alone on awkward events: with its defaults, ``properties`` reach stdout byte for
 byte, NUL escapes and invalid UTF-8 included.
@@ -7,6 +8,7 @@ byte, NUL escapes and invalid UTF-8 included.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 import subprocess
@@ -16,12 +18,49 @@ from urllib.parse import urlparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.export.batch import BatchFiles
 from tap_mixpanel_parallel.locks import try_lock
+from tap_mixpanel_parallel.run.batch import BatchFiles
 from tap_mixpanel_parallel.run.spool import LOCK_NAME, PREFIX
+from tap_mixpanel_parallel.settings import batch_target
 from tests.helpers import EVENT_COLUMNS, TAP, base_config, expected_ids
 
 D = dt.date
+
+
+def batch_config(root: Path, *, compression: str = "none", batch_size: int | None = None):
+    config = {
+        "encoding": {"format": "jsonl", "compression": compression},
+        "storage": {"root": root.as_uri()},
+    }
+    if batch_size is not None:
+        config["batch_size"] = batch_size
+    return config
+
+
+def local_files(root: Path, most: int = 10000, compression: str = "none") -> BatchFiles:
+    target = batch_target(
+        {"batch_config": batch_config(root, batch_size=most, compression=compression)}
+    )
+    assert target is not None
+    return BatchFiles(target)
+
+
+def without_repeated_states(messages):
+    """The messages without STATEs that move no bookmark (an empty entry is no bookmark)."""
+    kept, last = [], None
+    for message in messages:
+        if message["type"] == "STATE":
+            value = {k: v for k, v in message["value"]["bookmarks"].items() if v}
+            if value == last:
+                continue
+            last = value
+        kept.append(message)
+    return kept
+
+
+def read_url(url: str) -> bytes:
+    data = Path(urlparse(url).path).read_bytes()
+    return gzip.decompress(data) if url.endswith(".gz") else data
 
 
 def spool(tmp_path: Path, sizes: list[int]) -> Path:
@@ -38,47 +77,68 @@ def spool(tmp_path: Path, sizes: list[int]) -> Path:
 )
 def test_files_are_bounded_and_keep_every_line_in_order(tmp_path_factory, sizes, most, max_bytes):
     tmp = tmp_path_factory.mktemp("batch")
-    files = BatchFiles(tmp / "root", max_records=most, max_bytes=max_bytes)
+    files = local_files(tmp / "root", most)
+    files.max_bytes = max_bytes
     files.open()
     try:
-        written = files.write(spool(tmp, sizes), "p")
+        written = files.write([spool(tmp, sizes)], "p")
     finally:
         files.close()
-    contents = [f.read_bytes() for f in written]
+    contents = [read_url(f) for f in written]
     assert b"".join(contents) == spool(tmp, sizes).read_bytes()
     for data in contents:
         lines = data.splitlines(keepends=True)
         assert 1 <= len(lines) <= most
         assert len(lines) == 1 or len(data) <= max_bytes  # a lone large record may exceed it
-    assert [f.name for f in written] == [f"p-{n:03d}.jsonl" for n in range(1, len(written) + 1)]
+    names = [Path(urlparse(f).path).name for f in written]
+    assert names == [f"00001-p-{n:03d}.jsonl" for n in range(1, len(written) + 1)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 60), max_size=30), st.integers(1, 7), st.integers(1, 4))
+def test_gzip_files_hold_every_line_of_every_spool_in_order(tmp_path_factory, sizes, most, parts):
+    tmp = tmp_path_factory.mktemp("gz")
+    spools = []
+    for n in range(parts):
+        path = tmp / f"page-{n}.jsonl"
+        path.write_bytes(b"".join(b"%d" % n * (k - 1) + b"\n" for k in sizes))
+        spools.append(path)
+    files = local_files(tmp / "root", most, compression="gzip")
+    files.open()
+    written = files.write(spools, "q")
+    files.close()
+    assert all(url.endswith(".jsonl.gz") for url in written)
+    assert b"".join(read_url(u) for u in written) == b"".join(p.read_bytes() for p in spools)
+    assert all(1 <= len(read_url(u).splitlines()) <= most for u in written)
 
 
 def test_a_run_removes_earlier_runs_folders_but_never_a_live_ones(tmp_path):
     root = tmp_path / "batches"
-    first = BatchFiles(root, max_records=10)
+    first = local_files(root, 10)
     first.open()
     assert first.folder is not None
-    first.write(spool(tmp_path, [5, 5]), "a")
+    first.write([spool(tmp_path, [5, 5])], "a")
     # while the first tap runs (holds its lock), a second run leaves its folder alone
-    second = BatchFiles(root, max_records=10)
+    second = local_files(root, 10)
     assert second.open().directories == 0
-    assert first.folder.exists()
+    assert Path(first.folder).exists()
     second.close()
     first.close()
     # once both finished, the next run removes both folders, and keeps its own
-    third = BatchFiles(root, max_records=10)
+    third = local_files(root, 10)
     swept = third.open()
     assert swept.directories == 2
     assert swept.bytes >= 10  # the batch file, and the lock files with their pid
     assert third.folder is not None
-    assert [p.name for p in root.iterdir()] == [third.folder.name]
-    assert third.folder.name.startswith(PREFIX)
-    assert try_lock(third.folder / LOCK_NAME, create=False) is None, "the running tap holds it"
+    folder = Path(third.folder)
+    assert [p.name for p in root.iterdir()] == [folder.name]
+    assert folder.name.startswith(PREFIX)
+    assert try_lock(folder / LOCK_NAME, create=False) is None, "the running tap holds it"
     third.close()
-    fd = try_lock(third.folder / LOCK_NAME, create=False)
+    fd = try_lock(folder / LOCK_NAME, create=False)
     assert fd is not None, "released when the tap is done"
     os.close(fd)
-    assert list(third.folder.iterdir()), "its files stay for the loader"
+    assert list(folder.iterdir()), "its files stay for the loader"
 
 
 def test_each_partition_goes_out_as_batch_then_state_with_every_record_once(
@@ -86,28 +146,34 @@ def test_each_partition_goes_out_as_batch_then_state_with_every_record_once(
 ):
     server = fake_server(start=D(2024, 1, 1), days=16, events_per_day=25)
     root = tmp_path / "batches"
-    config = base_config(
-        server, batch_messages=True, batch_dir=str(root), batch_max_records=60, max_workers=3
-    )
+    config = base_config(server, batch_config=batch_config(root, batch_size=60), max_workers=3)
     run = run_tap(config)
     assert run.returncode == 0, run.stderr[-3000:]
-    kinds = [m["type"] for m in run.messages]
+    # The SDK writes the tap's STATE after each BATCH before it resumes the stream: at that
+    # point no bookmark has moved. Without those, each partition's own STATE follows its BATCH.
+    messages = without_repeated_states(run.messages)
+    kinds = [m["type"] for m in messages]
     assert "RECORD" not in kinds
     # The query streams (selected by default, no data here) sync first: from events' SCHEMA on.
     events_schema = next(
-        i for i, m in enumerate(run.messages) if m["type"] == "SCHEMA" and m["stream"] == "events"
+        i for i, m in enumerate(messages) if m["type"] == "SCHEMA" and m["stream"] == "events"
     )
     kinds = kinds[events_schema:]
     assert kinds == ["SCHEMA", *["BATCH", "STATE"] * 3]  # 7 + 7 + 2 days
+    bookmarks = [
+        m["value"]["bookmarks"]["events"]["replication_key_value"]
+        for m in messages[events_schema:]
+        if m["type"] == "STATE"
+    ]
+    assert bookmarks == ["2024-01-07", "2024-01-14", "2024-01-16"]
     records = []
     for message in run.messages:
         if message["type"] != "BATCH":
             continue
         assert message["stream"] == "events"
-        assert message["encoding"]["format"] == "jsonl"
+        assert message["encoding"] == {"format": "jsonl", "compression": "none"}
         for url in message["manifest"]:
-            path = Path(urlparse(url).path)
-            lines = path.read_bytes().splitlines()
+            lines = read_url(url).splitlines()
             assert 1 <= len(lines) <= 60
             records += [json.loads(line) for line in lines]
     assert sorted(r["insert_id"] for r in records) == sorted(
@@ -124,18 +190,18 @@ def test_each_partition_goes_out_as_batch_then_state_with_every_record_once(
     assert newer != folder
 
 
-def test_without_batch_messages_records_go_out_as_records(fake_server, run_tap, tmp_path):
+def test_without_batch_config_records_go_out_as_records(fake_server, run_tap, tmp_path):
     server = fake_server(start=D(2024, 1, 1), days=3, events_per_day=5)
-    run = run_tap(base_config(server, batch_dir=str(tmp_path / "unused")))
+    run = run_tap(base_config(server))
     assert run.returncode == 0, run.stderr[-3000:]
     assert [m["type"] for m in run.messages].count("RECORD") == 15
-    assert not (tmp_path / "unused").exists()
+    assert "BATCH" not in [m["type"] for m in run.messages]
 
 
-def test_tap_alone_passes_awkward_properties_byte_for_byte(fake_server, tmp_path):
+def test_sanitize_text_false_passes_awkward_properties_byte_for_byte(fake_server, tmp_path):
     server = fake_server(start=D(2024, 1, 1), days=1, events_per_day=2, awkward_events=True)
     config = tmp_path / "config.json"
-    config.write_text(json.dumps(base_config(server)))
+    config.write_text(json.dumps(base_config(server, sanitize_text=False)))
     proc = subprocess.run([TAP, "--config", str(config)], capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -152,12 +218,11 @@ def test_tap_alone_passes_awkward_properties_byte_for_byte(fake_server, tmp_path
     assert all(k.startswith(b"h:") for k in keys)
 
 
-def test_stream_maps_need_records_so_batch_messages_give_way(fake_server, run_tap, tmp_path):
+def test_stream_maps_need_records_so_batch_config_gives_way(fake_server, run_tap, tmp_path):
     server = fake_server(start=D(2024, 1, 1), days=2, events_per_day=4)
     config = base_config(
         server,
-        batch_messages=True,
-        batch_dir=str(tmp_path / "batches"),
+        batch_config=batch_config(tmp_path / "batches"),
         stream_maps={"events": {"source": "'mixpanel'"}},
     )
     run = run_tap(config)
@@ -166,4 +231,4 @@ def test_stream_maps_need_records_so_batch_messages_give_way(fake_server, run_ta
     assert len(records) == 8
     assert all(r["record"]["source"] == "mixpanel" for r in records)
     assert "BATCH" not in [m["type"] for m in run.messages]
-    assert "batch_messages is on, but stream maps" in run.stderr
+    assert "events: batch_config is set, but stream maps" in run.stderr

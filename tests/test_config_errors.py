@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from tests.helpers import SECRET, base_config
 
 DROP = object()
+JSONL = {"format": "jsonl", "compression": "gzip"}
+STORE = {"root": "file:///tmp/tap-mixpanel-parallel-test-batches"}
 
 # (setting the message must name, overrides of base_config)
 CASES = [
@@ -51,10 +53,20 @@ CASES = [
     ("request_timeout", {"request_timeout": 0}),
     ("max_retries", {"max_retries": -1}),
     ("sanitize_text", {"sanitize_text": "yes"}),
-    ("batch_messages", {"batch_messages": 1}),
-    ("batch_dir", {"batch_dir": 5}),
-    ("batch_dir", {"batch_messages": True, "batch_dir": "/dev/null/batches"}),
-    ("batch_max_records", {"batch_max_records": 0}),
+    # the SDK's batch_config: its schema, then what the SDK itself would fail on
+    ("batch_config", {"batch_config": {"encoding": {"format": "csv"}}}),
+    ("batch_config", {"batch_config": {"encoding": {"format": "parquet"}, "storage": STORE}}),
+    ("batch_config", {"batch_config": {"encoding": JSONL, "storage": STORE, "batch_size": 0}}),
+    ("batch_config", {"batch_config": {"encoding": JSONL}}),
+    ("batch_config", {"batch_config": {"storage": STORE}}),
+    ("batch_config", {"batch_config": {"encoding": JSONL, "storage": STORE, "size": 5}}),
+    (
+        "batch_config",
+        {"batch_config": {"encoding": JSONL, "storage": {"root": "file:///dev/null/batches"}}},
+    ),
+    # settings of earlier versions that batch_config replaced
+    ("batch_messages", {"batch_messages": True}),
+    ("batch_dir", {"batch_dir": "/tmp/batches"}),
 ]
 
 

@@ -90,13 +90,12 @@ def connection(database: str) -> dict[str, str]:
 
 
 def batch(tmp_path: Path) -> dict[str, str]:
-    """BATCH files for the loader, in a folder of the test's own."""
-    return {
-        "TAP_MIXPANEL_BATCH_MESSAGES": "true",
-        "TAP_MIXPANEL_BATCH_DIR": str(tmp_path / "batches"),
-        # The tap's default until sanitize_text defaults to true: the quirky events' NULs.
-        "TAP_MIXPANEL_SANITIZE_TEXT": "true",
+    """The SDK's batch_config: JSONL BATCH files for the loader, in a folder of the test's own."""
+    config = {
+        "encoding": {"format": "jsonl", "compression": "none"},
+        "storage": {"root": (tmp_path / "batches").as_uri()},
     }
+    return {"TAP_MIXPANEL_BATCH_CONFIG": json.dumps(config)}
 
 
 def test_hub_path_loads_quirky_events_once_with_nothing_but_credentials_and_connection(

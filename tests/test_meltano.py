@@ -25,8 +25,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel, Faults
 from tests.helpers import SECRET, base_config, expected_ids
@@ -122,7 +124,14 @@ def meltano_installed(tmp_path_factory) -> Meltano:
 def meltano(meltano_installed, tmp_path) -> Meltano:
     """A system database and a BATCH folder of the test's own."""
     meltano = meltano_installed.with_database(tmp_path / "meltano.db")
-    meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"] = str(tmp_path / "batches")
+    # meltano.yml's batch_config with the test's own root, the whole object in one variable
+    # (a nested one, ..._BATCH_CONFIG_STORAGE_ROOT, would crash Meltano 4.4.1 on the RECORD
+    # variant, whose batch_config is false)
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    (extractor,) = [e for e in project["plugins"]["extractors"] if e["name"] == EXTRACTOR]
+    batch_config = extractor["config"]["batch_config"]
+    batch_config["storage"]["root"] = (tmp_path / "batches").as_uri()
+    meltano.env[BATCH_CONFIG_ENV] = json.dumps(batch_config)
     return meltano
 
 
@@ -139,6 +148,7 @@ def tap_env(server, **overrides: Any) -> dict[str, str]:
 
 
 SELECT_ENV = "TAP_MIXPANEL_PARALLEL__SELECT"
+BATCH_CONFIG_ENV = "TAP_MIXPANEL_PARALLEL_BATCH_CONFIG"
 
 
 def succeeded(proc: subprocess.CompletedProcess[str]) -> str:
@@ -271,7 +281,9 @@ def test_run_loads_every_event_once_into_postgres(schema, meltano, fake_server):
 
     # the main job's fast path: BATCH files, one manifest per partition, no RECORD lines
     assert "BATCH files go to" in log
-    assert "0 records, 4 batch manifests, 4 state messages" in log
+    # one STATE per partition, and one the SDK writes after the first BATCH message, adding
+    # events' empty entry before the first partition's bookmark (no bookmark moves in it)
+    assert "0 records, 4 batch manifests, 5 state messages" in log
     # Meltano relays the tap's plain progress lines; no terminal bar into its pipe
     assert "partition 4/4 2024-01-22..2024-01-24: 90 records" in log
     assert "export finished: 720 records, 4 partitions ok, 0 failed" in log
@@ -346,6 +358,9 @@ def test_run_into_jsonl(meltano, fake_server, tmp_path):
     out = tmp_path / "output"
     out.mkdir()
     env = {**tap_env(server), "TARGET_JSONL_DESTINATION_PATH": str(out)}
+    # TAP_MIXPANEL_PARALLEL_* reaches every plugin of the namespace: batch_config from there
+    # would reach the RECORD variant too
+    meltano.env.pop(BATCH_CONFIG_ENV)
     log = succeeded(meltano.run("target-jsonl", env, extractor=RECORDS_EXTRACTOR))
     assert "BATCH files go to" not in log, "target-jsonl reads RECORD messages only"
     records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
@@ -406,16 +421,17 @@ def test_ctrl_c_and_sigterm_to_the_group_mid_copy_then_a_rerun_loads_every_event
     server = fake_server(start=D(2024, 1, 1), days=28, events_per_day=1500)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
+    meltano.env.pop(BATCH_CONFIG_ENV)  # RECORD messages, from the RECORD variant
     env = {
         **meltano.env,
-        **tap_env(server, max_workers=4, batch_messages=False),
+        **tap_env(server, max_workers=4),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
         "TMPDIR": str(tmpdir),
     }
     log_path = tmp_path / "first.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(MELTANO), "run", "--no-install", EXTRACTOR, "target-postgres"],
+            [str(MELTANO), "run", "--no-install", RECORDS_EXTRACTOR, "target-postgres"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -447,10 +463,11 @@ def test_ctrl_c_and_sigterm_to_the_group_mid_copy_then_a_rerun_loads_every_event
     second = meltano.run(
         "target-postgres",
         {**tap_env(server, max_workers=4), "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema},
+        extractor=RECORDS_EXTRACTOR,
     )
     succeeded(second)
     assert_each_event_once(schema, server, D(2024, 1, 1), D(2024, 1, 28))
-    bookmark = meltano.state("target-postgres")["bookmarks"]["events"]
+    bookmark = meltano.state("target-postgres", RECORDS_EXTRACTOR)["bookmarks"]["events"]
     assert bookmark["replication_key_value"] == "2024-01-28"
     assert bookmark["failed_partitions"] == []
 
@@ -459,7 +476,7 @@ AWKWARD = ("Server Import", "Form Submit")
 
 
 def batch_run_folders(meltano: Meltano) -> list[Path]:
-    root = Path(meltano.env["TAP_MIXPANEL_PARALLEL_BATCH_DIR"])
+    root = Path(urlparse(json.loads(meltano.env[BATCH_CONFIG_ENV])["storage"]["root"]).path)
     return sorted(p for p in root.iterdir() if p.name.startswith("tap-mixpanel-parallel-"))
 
 
@@ -535,7 +552,7 @@ def test_events_without_insert_id_nul_and_bad_utf8_load_once_across_lookback(
     (second_run,) = batch_run_folders(meltano)
     assert second_run != first_run
     assert sorted(p.name for p in second_run.glob("*.jsonl")) == [
-        "00000-events-2024-01-08-2024-01-14-001.jsonl"
+        "00001-events-2024-01-08-2024-01-14-001.jsonl"  # the run's first unit
     ]
 
 

@@ -34,9 +34,12 @@ def check_metadata(meta: Any) -> None:
     assert meta["License-Expression"] == "Apache-2.0"
     assert "LICENSE" in (meta.get_all("License-File") or [])
     assert "License" not in meta, "the deprecated License field is back"
-    names = requirement_names(meta.get_all("Requires-Dist") or [])
+    requires = meta.get_all("Requires-Dist") or []
+    names = requirement_names(requires)
     assert not names & DEV_TOOLS
-    assert not meta.get_all("Provides-Extra")
+    # one extra, `s3`, for BATCH files on S3 (fsspec's s3fs), and nothing else in it
+    assert meta.get_all("Provides-Extra") == ["s3"]
+    assert requirement_names([r for r in requires if "extra ==" in r]) == {"s3fs"}
     # `import backoff` comes from the maintained fork; the old distribution would overwrite it.
     assert "python-backoff" in names
     assert "backoff" not in names

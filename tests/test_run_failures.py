@@ -20,6 +20,14 @@ from tests.helpers import TAP, base_config, parse_messages
 START = D(2024, 1, 1)
 
 
+def local_batches(root: Path) -> dict:
+    """The SDK's batch_config: uncompressed JSONL files under ``root``."""
+    return {
+        "encoding": {"format": "jsonl", "compression": "none"},
+        "storage": {"root": root.as_uri()},
+    }
+
+
 @pytest.fixture
 def small_mount(tmp_path):
     """A 1 MiB tmpfs (CI runs as root): the writes that do not fit fail with ENOSPC."""
@@ -39,7 +47,7 @@ def test_a_batch_folder_that_fills_up_fails_its_partitions_cleanly(
 ):
     # Three weeks of about 700 KB each: the first fits, the next two do not.
     server = fake_server(start=START, days=21, events_per_day=150)
-    config = base_config(server, batch_messages=True, batch_dir=str(small_mount), max_workers=1)
+    config = base_config(server, batch_config=local_batches(small_mount), max_workers=1)
     run = run_tap(config)
     assert run.returncode == 1, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
@@ -130,7 +138,7 @@ def test_events_carry_device_id_and_user_id_beside_distinct_id(fake_server, run_
             record = message["record"]
             assert record["device_id"] == by_id[record["insert_id"]]["device_id"]
             assert record["user_id"] == by_id[record["insert_id"]]["user_id"]
-    batch = run_tap(base_config(server, batch_messages=True, batch_dir=str(tmp_path / "b")))
+    batch = run_tap(base_config(server, batch_config=local_batches(tmp_path / "b")))
     assert batch.returncode == 0, batch.stderr[-3000:]
     for message in batch.messages:
         if message["type"] == "BATCH":

@@ -84,14 +84,29 @@ def test_invoke_still_takes_the_state_file_and_parses_it_itself():
     assert option.type.name == "filename"
 
 
-def test_batch_message_helpers_used_by_write_batch_message():
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding, SDKBatchMessage
+def test_batch_route_types_and_hooks_the_tap_relies_on():
+    """BatchConfig and BaseBatchFileEncoding (private module) type the public BATCH hooks.
 
-    assert parameters(Stream._write_batch_message) == ["self", "encoding", "manifest"]
-    message = SDKBatchMessage(
-        stream="events",
-        encoding=BaseBatchFileEncoding(format="jsonl", compression=None),
-        manifest=["file:///tmp/x.jsonl"],
+    The tap overrides ``get_batch_config`` and ``get_batches``; the SDK's ``sync`` must still
+    choose the BATCH route from ``get_batch_config`` and write one BATCH message per manifest
+    that ``get_batches`` yields, before it asks for the next one.
+    """
+    from tap_mixpanel_parallel.sdk_seams import BaseBatchFileEncoding, BatchConfig
+
+    assert parameters(Stream.get_batch_config) == ["self", "config"]
+    assert parameters(Stream.get_batches) == ["self", "batch_config", "context"]
+    config = BatchConfig.from_dict(
+        {
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": "s3://bucket/x", "params": {"endpoint_url": "http://x"}},
+            "batch_size": 5,
+        }
     )
-    assert message.to_dict()["type"] == "BATCH"
-    assert message.to_dict()["encoding"]["format"] == "jsonl"
+    assert isinstance(config.encoding, BaseBatchFileEncoding)
+    assert (config.encoding.format, config.encoding.compression) == ("jsonl", "gzip")
+    assert config.batch_size == 5
+    sync = inspect.getsource(Stream.sync)
+    assert "self.get_batch_config(self.config)" in sync
+    assert "self._sync_batches(" in sync
+    loop = inspect.getsource(Stream._sync_batches)
+    assert loop.index("self.get_batches(") < loop.index("self._write_batch_message(")

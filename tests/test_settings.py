@@ -6,7 +6,13 @@ import datetime as dt
 
 import pytest
 
-from tap_mixpanel_parallel.settings import Settings, SettingsError, parse_day, today_in
+from tap_mixpanel_parallel.settings import (
+    Settings,
+    SettingsError,
+    batch_target,
+    parse_day,
+    today_in,
+)
 
 BASE = {
     "service_account_username": "svc",
@@ -25,6 +31,9 @@ def test_defaults():
     assert s.authorization.startswith("Basic ")
     assert "s3cr3t-value" not in repr(s)
     assert s.authorization not in repr(s)
+    # RECORD messages unless batch_config is set; NULs and invalid UTF-8 cleaned
+    assert s.batch is None
+    assert s.sanitize_text is True
 
 
 @pytest.mark.parametrize(
@@ -119,3 +128,71 @@ def test_secrets_cover_the_header_and_its_token():
     s = Settings.from_config(BASE)
     token = base64.b64encode(b"svc:s3cr3t-value").decode()
     assert set(s.secrets) == {"s3cr3t-value", f"Basic {token}", token}
+
+
+def batch(root: str, **extra):
+    return {"encoding": {"format": "jsonl", **extra}, "storage": {"root": root}}
+
+
+def test_batch_config_local_roots_become_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for root in (
+        (tmp_path / "a").as_uri(),
+        f"file://localhost{tmp_path}/a",
+        str(tmp_path / "a"),
+        "a",  # relative to the working directory
+        "file://a",  # the SDK's docs write relative roots so
+    ):
+        target = batch_target({"batch_config": batch(root)})
+        assert target is not None
+        assert (target.protocol, target.root, target.local) == ("file", str(tmp_path / "a"), True)
+        assert target.url == (tmp_path / "a").as_uri()
+        assert (target.compression, target.max_records, target.prefix) == (None, 10000, "")
+
+
+def test_batch_config_remote_root_keeps_its_options_out_of_repr():
+    raw = batch("s3://bucket/some/prefix/", compression="gzip")
+    raw["storage"]["params"] = {"key": "AKIA-x", "secret": "very-secret"}
+    raw["storage"]["prefix"] = "mp-"
+    raw["batch_size"] = 7
+    target = batch_target({"batch_config": raw})
+    assert target is not None
+    assert (target.protocol, target.root, target.url) == (
+        "s3",
+        "bucket/some/prefix",
+        "s3://bucket/some/prefix",
+    )
+    assert (target.compression, target.max_records, target.prefix) == ("gzip", 7, "mp-")
+    assert "very-secret" not in repr(target)
+    assert batch_target({"batch_config": {}}) is None
+    assert batch_target({}) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("s3://bucket", "must be an object"),
+        (batch("gcs://bucket/x"), "install the fsspec implementation of gcs://"),
+        (batch("s3://"), "names no bucket"),
+        (batch("nosuch://b/x"), "not a storage fsspec knows"),
+        (batch("/dev/null/x"), "cannot create or write"),
+        ({**batch("/tmp/x"), "storage": {"root": "/tmp/x", "prefix": "a/b"}}, "without /"),
+        ({**batch("/tmp/x"), "batch_size": True}, "batch_size"),
+        ({**batch("/tmp/x"), "encoding": {"format": "jsonl", "compression": "zstd"}}, "zstd"),
+    ],
+)
+def test_batch_config_problems_are_one_line_naming_the_key(raw, words):
+    with pytest.raises(SettingsError) as exc:
+        batch_target({"batch_config": raw})
+    message = str(exc.value)
+    assert message.startswith("batch_config")
+    assert words in message
+    assert "\n" not in message
+
+
+def test_retired_batch_settings_point_at_batch_config():
+    for old in ({"batch_messages": True}, {"batch_dir": "/tmp/b"}):
+        with pytest.raises(SettingsError, match=r"replaced by the Singer SDK's batch_config"):
+            Settings.from_config({**BASE, **old})
+    # left at their old defaults (an old meltano.yml), they are ignored
+    Settings.from_config({**BASE, "batch_messages": False, "batch_max_records": 10000})

@@ -7,16 +7,14 @@ of the SDK's state.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.batch import BatchFiles, batch_error
 from tap_mixpanel_parallel.export.partitions import plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
@@ -33,12 +31,10 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.run.batch import batch_error
 from tap_mixpanel_parallel.run.status import Status
-from tap_mixpanel_parallel.sdk_seams import (
-    write_batch_message,
-)
-from tap_mixpanel_parallel.settings import Settings, today_in
-from tap_mixpanel_parallel.stream_base import SpooledStream
+from tap_mixpanel_parallel.settings import today_in
+from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -92,14 +88,20 @@ class EventsStream(SpooledStream):
         ),
     ).to_dict()
 
-    def __init__(self, tap: Tap, settings: Callable[[], Settings]) -> None:
-        super().__init__(tap, settings)
+    batches = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.runner: PartitionRunner | None = None
         self.outcome = RunOutcome()
 
     @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """Run the plan; in the fast path records are written here and nothing is yielded."""
+    def units(self, context: Context | None) -> Iterable[Unit]:
+        """Run the plan; in the fast path records are written here and nothing is yielded.
+
+        On the BATCH route each complete partition is yielded as a manifest, and its STATE is
+        written once the SDK wrote the BATCH message and asked for the next one.
+        """
         settings = self.settings
         zone = settings.project_timezone
         today = today_in(zone)
@@ -137,7 +139,7 @@ class EventsStream(SpooledStream):
             failed=state.failed_partitions,
         )
         fast = self.uses_fast_path()
-        batches = self._batch_files(fast)
+        batches = self.batch_out
         encoder = RecordEncoder(
             time_in_ms=settings.time_in_ms,
             zone=None if zone.key == "UTC" else zone,
@@ -175,9 +177,19 @@ class EventsStream(SpooledStream):
             for result in self.runner.run(plan):
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and batches is not None:
-                    error = self._emit_batch(batches, result)
-                    if error is not None:
+                    # Files that cannot be written (a full disk, a read-only folder, a
+                    # storage gone) fail the partition: no message names them, the next run
+                    # owes it, as when its spool file cannot be written.
+                    partition = result.planned.partition
+                    name = f"{partition.from_date}-{partition.to_date}"
+                    try:
+                        manifest = self.write_batch([result.spool], result.records, name)
+                    except OSError as exc:
+                        error = batch_error(exc, batches.target)
                         result = replace(result, status=Status.FAILED, records=0, error=error)
+                    else:
+                        if manifest is not None:
+                            yield manifest
                 elif result.spool is not None and fast:
                     try:
                         STDOUT.copy_file(result.spool)
@@ -200,51 +212,8 @@ class EventsStream(SpooledStream):
             if self.runner.fatal is not None:
                 self.outcome.fatal = self.runner.fatal
             workers.close()
-            if batches is not None:
-                batches.close()
             self.outcome.failed = list(state.failed)
             self.outcome.summary = progress.summary()
-
-    def _batch_files(self, fast: bool) -> BatchFiles | None:
-        """This run's BATCH folder when ``batch_messages`` is on and records can skip the SDK."""
-        settings = self.settings
-        if not settings.batch_messages:
-            return None
-        if not fast:
-            self.logger.warning(
-                "batch_messages is on, but stream maps, flattening, a deselected field or a"
-                " record limit need the SDK's record path: sending RECORD messages"
-            )
-            return None
-        batches = BatchFiles(settings.batch_dir, max_records=settings.batch_max_records)
-        swept = batches.open()
-        self.logger.info(
-            "BATCH files go to %s (%d earlier run folder%s removed, %.1f MiB freed)",
-            batches.folder,
-            swept.directories,
-            "" if swept.directories == 1 else "s",
-            swept.bytes / (1 << 20),
-        )
-        return batches
-
-    def _emit_batch(self, batches: BatchFiles, result: PartitionResult) -> str | None:
-        """One BATCH message for a finished partition; its STATE follows in :meth:`_settle`.
-
-        When its files cannot be written (a full disk, a folder made read-only) no message is
-        sent and the partition fails, as when its spool file cannot be written: the error
-        says why, and the next run owes it.
-        """
-        assert result.spool is not None
-        partition = result.planned.partition
-        name = f"{result.index:05d}-events-{partition.from_date}-{partition.to_date}"
-        try:
-            files = batches.write(result.spool, name)
-        except OSError as exc:
-            return batch_error(exc, batches.root)
-        if files:
-            write_batch_message(self, [path.as_uri() for path in files])
-        self.count_copied(result.records)
-        return None
 
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
         if result.status is Status.FATAL:

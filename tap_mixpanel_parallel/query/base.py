@@ -24,8 +24,9 @@ from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.http.errors import CHECK_CREDENTIALS
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.query.api import QueryApi
+from tap_mixpanel_parallel.run.batch import BatchFiles
 from tap_mixpanel_parallel.settings import Settings
-from tap_mixpanel_parallel.stream_base import SpooledStream
+from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
 
 #: The two APIs of the query streams, as error messages name them.
 QUERY_API = "Query"
@@ -66,8 +67,9 @@ class QueryStream(SpooledStream):
         settings: Callable[[], Settings],
         api: Callable[[], QueryApi],
         halted: Callable[[], bool],
+        batch_files: Callable[[], BatchFiles] | None = None,
     ) -> None:
-        super().__init__(tap, settings)
+        super().__init__(tap, settings, batch_files)
         self._api = api
         self.halted = halted
         self.outcome = QueryOutcome()
@@ -82,7 +84,7 @@ class QueryStream(SpooledStream):
         return QUERY_API
 
     @override
-    def get_records(self, context: Any) -> Iterable[dict[str, Any]]:
+    def units(self, context: Any) -> Iterable[Unit]:
         """:meth:`read`, unless the run is stopping or the stream's API refused an earlier
         stream; after a signal, end the run here.
 
@@ -117,8 +119,8 @@ class QueryStream(SpooledStream):
         self._published = True
         super().publish_state(value)
 
-    def read(self) -> Iterable[dict[str, Any]]:
-        """The stream's records (written to stdout directly in the fast path)."""
+    def read(self) -> Iterable[Unit]:
+        """The stream's records (written to stdout directly in the fast path), or manifests."""
         raise NotImplementedError
 
     @property
@@ -126,8 +128,16 @@ class QueryStream(SpooledStream):
         """The run's Query API budget and sessions, shared by every query stream."""
         return self._api()
 
-    def emit_spool(self, paths: list[Path], records: int, fast: bool) -> Iterator[dict[str, Any]]:
-        """Send spooled pages in order: copied as RECORD lines, or yielded for the SDK."""
+    def emit_spool(
+        self, paths: list[Path], records: int, fast: bool, name: str = "0"
+    ) -> Iterator[Unit]:
+        """Send spooled pages in order: as BATCH files, copied as RECORD lines, or yielded for
+        the SDK."""
+        if self.batch_out is not None:
+            manifest = self.write_batch(paths, records, name)
+            if manifest is not None:
+                yield manifest
+            return
         for path in paths:
             if fast:
                 try:

@@ -30,6 +30,7 @@ from tap_mixpanel_parallel.query.state import (
     load_bookmark,
 )
 from tap_mixpanel_parallel.run.status import Status
+from tap_mixpanel_parallel.stream_base import Unit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -66,6 +67,8 @@ def engage_fetch(api: QueryApi) -> FetchPage:
 
 class _EngageQueries(QueryStream):
     """Runs engage queries and emits each one whole, in order."""
+
+    batches = True
 
     def run_jobs(self, jobs: list[QueryJob], window: int) -> Iterator[QueryJob]:
         """Yield finished jobs; the ok ones' spool files are there until the next one."""
@@ -128,7 +131,7 @@ class EngageStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def read(self) -> Iterable[dict[str, Any]]:
+    def read(self) -> Iterable[Unit]:
         """One engage query; its records are emitted once all its pages are on disk."""
         settings = self.settings
         bookmark = load_bookmark(self.stream_state, self.name)
@@ -149,7 +152,11 @@ class EngageStream(_EngageQueries):
             index=0,
             label="engage",
             form={} if where is None else {"where": where},
-            encoder=ProfileEncoder(self.name, as_messages=fast, sanitize=settings.sanitize_text),
+            encoder=ProfileEncoder(
+                self.name,
+                as_messages=fast and self.batch_out is None,
+                sanitize=settings.sanitize_text,
+            ),
             page_size=settings.engage_page_size,
         )
         for done in self.run_jobs([job], window=1):
@@ -189,13 +196,14 @@ class CohortMembersStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def read(self) -> Iterable[dict[str, Any]]:
+    def read(self) -> Iterable[Unit]:
         """Every cohort's members; a failed cohort fails the stream, the others still load."""
         cohorts = list_cohorts(self.api, self.outcome)
         if cohorts is None:
             return
         fast = self.uses_fast_path()
         settings = self.settings
+        cohort_ids = [c["id"] for c in cohorts]
         jobs = [
             QueryJob(
                 index=number,
@@ -203,7 +211,7 @@ class CohortMembersStream(_EngageQueries):
                 form=cohort_form(cohort["id"], cohort["data_group_id"]),
                 encoder=ProfileEncoder(
                     self.name,
-                    as_messages=fast,
+                    as_messages=fast and self.batch_out is None,
                     extra=member_columns(cohort["id"], cohort["data_group_id"]),
                     with_profile=False,
                     sanitize=settings.sanitize_text,
@@ -220,7 +228,9 @@ class CohortMembersStream(_EngageQueries):
                 failed.append(done.label)
                 continue
             total += done.records
-            yield from self.emit_spool(done.page_paths(), done.records, fast)
+            yield from self.emit_spool(
+                done.page_paths(), done.records, fast, f"cohort-{cohort_ids[done.index]}"
+            )
         if failed:
             self.outcome.failed = f"{len(failed)} of {len(jobs)} cohorts failed: " + ", ".join(
                 failed
