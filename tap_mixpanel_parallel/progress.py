@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from tap_mixpanel_parallel.export.plan import duration, seconds_left
 from tap_mixpanel_parallel.export.runner import PartitionResult
 from tap_mixpanel_parallel.run.status import Status
 
@@ -62,8 +63,14 @@ class Progress:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         bar: bool | None = None,
+        budget: tuple[int, float] | None = None,
+        requests: Callable[[], int] | None = None,
     ) -> None:
         self.total = total
+        #: The hourly and per-second request budgets, and how many requests went out so far:
+        #: what the time left is worked out from, beside the pace.
+        self.budget = budget
+        self.requests = requests
         self.logger = logger
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock
@@ -73,6 +80,7 @@ class Progress:
         self.failed = 0
         self.records = 0
         self.skipped = 0
+        self._split_failed = False  # a piece of the partition being reported failed
         self.bar = wants_bar(self.stream) if bar is None else bar
         self._lock = threading.RLock()
         self._shown = 0  # characters of the bar now on the terminal's last line
@@ -84,25 +92,44 @@ class Progress:
     # -- results -----------------------------------------------------------------------------
 
     def partition_finished(self, result: PartitionResult) -> None:
-        """Log one partition's outcome and redraw the bar."""
+        """Log one partition's (or piece's) outcome and redraw the bar.
+
+        A partition fetched in pieces counts once, when its last piece is reported: as failed
+        when any piece failed.
+        """
         with self._lock:
-            self.finished += 1
             if result.ok:
-                self.ok += 1
                 self.records += result.records
                 self.skipped += result.skipped
             elif result.status is not Status.FATAL:
-                self.failed += 1
+                self._split_failed = True
+            if result.last and result.status is not Status.FATAL:
+                self.finished += 1
+                if self._split_failed:
+                    self.failed += 1
+                else:
+                    self.ok += 1
+                self._split_failed = False
+            elif result.last:
+                self.finished += 1
+                self._split_failed = False
         attempts = f"{result.attempts} attempt{'' if result.attempts == 1 else 's'}"
+        where = str(result.planned.partition)
+        if result.split:
+            where += f" piece {result.part}"
+        number = self.finished if result.last else self.finished + 1
+        left = self.time_left() if number < self.total else None
+        left_text = "" if left is None else f", {duration(left)} left"
         if result.ok:
             self.logger.info(
-                "partition %d/%d %s: %d records in %.1fs ok (%s)",
-                self.finished,
+                "partition %d/%d %s: %d records in %.1fs ok (%s%s)",
+                number,
                 self.total,
-                result.planned.partition,
+                where,
                 result.records,
                 result.seconds,
                 attempts,
+                left_text,
             )
             if result.skipped:
                 self.logger.warning(
@@ -116,9 +143,9 @@ class Progress:
         else:
             self.logger.error(
                 "partition %d/%d %s: %s after %s in %.1fs: %s",
-                self.finished,
+                number,
                 self.total,
-                result.planned.partition,
+                where,
                 "stopped the run" if result.status is Status.FATAL else "failed",
                 attempts,
                 result.seconds,
@@ -166,7 +193,27 @@ class Progress:
         )
         if self.failed:
             text += f" {self.failed} failed"
+        left = self.time_left()
+        if left is not None and self.finished < self.total:
+            text += f" {duration(left)} left"
         return text
+
+    def time_left(self) -> float | None:
+        """Seconds left at the least: the longer of the pace so far and the hourly budget's floor.
+
+        None without a budget to judge by.
+        """
+        if self.budget is None or self.requests is None:
+            return None
+        per_hour, per_second = self.budget
+        return seconds_left(
+            elapsed=self.clock() - self.started,
+            finished=self.finished,
+            total=self.total,
+            requests_started=self.requests(),
+            per_hour=per_hour,
+            per_second=per_second,
+        )
 
     def _columns(self) -> int:
         try:

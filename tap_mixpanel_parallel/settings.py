@@ -100,6 +100,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Days per export request",
     ),
     th.Property(
+        "partition_mode",
+        th.StringType(allowed_values=["fixed", "fit_budget"]),
+        default="fixed",
+        description="fixed: partitions of partition_days; fit_budget: sized so the run fits"
+        " max_requests_per_hour while max_workers partitions are fetched at once",
+    ),
+    th.Property(
         "max_workers",
         th.IntegerType(minimum=1, maximum=100),
         default=10,
@@ -272,6 +279,7 @@ class Settings:
     end_date: dt.date | None
     project_timezone: ZoneInfo
     partition_days: int
+    partition_mode: str
     max_workers: int
     max_requests_per_second: float
     max_requests_per_hour: int
@@ -345,6 +353,7 @@ class Settings:
             end_date=end,
             project_timezone=zone,
             partition_days=_int(config, "partition_days"),
+            partition_mode=_choice(config, "partition_mode"),
             max_workers=_int(config, "max_workers"),
             max_requests_per_second=_positive(config, "max_requests_per_second"),
             max_requests_per_hour=_int(config, "max_requests_per_hour"),
@@ -471,6 +480,18 @@ def _int(config: Mapping[str, Any], key: str) -> int:
         msg = f"{key}: {value} must be {bounds}"
         raise SettingsError(msg)
     return value
+
+
+def _choice(config: Mapping[str, Any], key: str) -> str:
+    value = config.get(key)
+    if value in (None, ""):
+        default: str = default_of(key)
+        return default
+    allowed: list[str] = CONFIG_SCHEMA["properties"][key]["enum"]
+    if value not in allowed:
+        msg = f"{key}: {value!r} is not one of {', '.join(allowed)}"
+        raise SettingsError(msg)
+    return str(value)
 
 
 def _positive(config: Mapping[str, Any], key: str) -> float:

@@ -20,6 +20,7 @@ from singer_sdk.helpers.capabilities import (
 )
 
 from tap_mixpanel_parallel.compat import override
+from tap_mixpanel_parallel.export.plan import FIXED, duration, run_cost
 from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.export.state import check_state, read_state_file
 from tap_mixpanel_parallel.export.stream import EventsStream
@@ -256,6 +257,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     def run_streams(self) -> None:
         """The SDK's sync, with the errors that end a run turned into one line each."""
         try:
+            self._log_cost()
             super().run_streams()
         except RunStopped:
             pass  # after_sync reports it; the last STATE written is the one to resume from
@@ -278,6 +280,48 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             self.logger.error("stdout was closed by its reader (did the target exit?); stopping")
             _stdout_to_devnull()
             self._exit_now(EXIT_FATAL if self._signal is None else EXIT_SIGNAL_BASE + self._signal)
+
+    def _log_cost(self) -> None:
+        """Before any request: what the run costs and the least time Mixpanel's budgets allow."""
+        settings = self.settings
+        events = self._events()
+        plan = events.planned() if events.selected else []
+        query = sum(1 for stream in self._query_streams() if stream.selected)
+        cost = run_cost(
+            export_requests=len(plan),
+            per_hour=settings.max_requests_per_hour,
+            per_second=settings.max_requests_per_second,
+            query_requests=query,
+            query_per_hour=settings.query_max_requests_per_hour,
+        )
+        size = max((p.partition.days for p in plan if not p.retry_of_failed), default=0)
+        self.logger.info(
+            "plan: %d export request%s (%s partitions, partition_mode %s, %d retried from"
+            " state), at least %d Query API request%s; Mixpanel's budgets (%d export requests"
+            " an hour, %g a second, %d at once; Query API %d an hour, %d at once) allow this run"
+            " in no less than %s, plus the time Mixpanel takes to serve the last requests",
+            cost.export_requests,
+            "" if cost.export_requests == 1 else "s",
+            f"{size}-day" if size else "no new",
+            settings.partition_mode,
+            sum(p.retry_of_failed for p in plan),
+            cost.query_requests,
+            "" if cost.query_requests == 1 else "s",
+            settings.max_requests_per_hour,
+            settings.max_requests_per_second,
+            settings.max_workers,
+            settings.query_max_requests_per_hour,
+            settings.query_max_workers,
+            duration(cost.least_seconds),
+        )
+        if (
+            settings.partition_mode == FIXED
+            and cost.export_requests > settings.max_requests_per_hour
+        ):
+            self.logger.info(
+                "the export needs more requests than max_requests_per_hour: partition_mode"
+                " fit_budget plans larger partitions so the run fits the hour"
+            )
 
     @override
     def after_sync(self) -> None:

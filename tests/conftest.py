@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
 from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
@@ -22,10 +22,22 @@ settings.register_profile(
 )
 settings.load_profile("shared-machine")
 
+# scripts/mutation.sh runs the tests once per mutant and needs only pass or fail: the same
+# examples every run (so the score does not wander), no example database carried from one mutant
+# to the next, and no shrinking of a failure nobody reads.
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("shared-machine"),
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+)
+
 # Modules whose tests start the installed CLI (or another program) as a subprocess; with the
 # tests that use the fixtures below, they carry the `cli` marker, which the lowest-versions run
 # of .ci/check leaves out to stay quick.
 _SUBPROCESS_MODULES = {
+    "test_backfill_sim",
     "test_batch",
     "test_batch_storage",
     "test_bench_engage",

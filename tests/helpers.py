@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,3 +137,19 @@ def discover(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     )
     catalog: dict[str, Any] = json.loads(proc.stdout)
     return catalog
+
+
+@contextmanager
+def machine_zone(name: str) -> Iterator[None]:
+    """The machine's local timezone set to ``name`` for the block (POSIX TZ and tzset)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()

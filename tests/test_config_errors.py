@@ -41,6 +41,7 @@ CASES = [
     ("end_date", {"end_date": "2023-12-31"}),  # before start_date
     ("project_timezone", {"project_timezone": "Mars/Olympus_Mons"}),
     ("partition_days", {"partition_days": 101}),
+    ("partition_mode", {"partition_mode": "weekly"}),
     ("max_workers", {"max_workers": 0}),
     ("max_workers", {"max_workers": "ten"}),
     ("max_requests_per_second", {"max_requests_per_second": 0}),

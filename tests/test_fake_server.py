@@ -754,6 +754,7 @@ FLAG_VALUES = {
     "--drip-seconds": "0.5",
     "--drip-headers": None,
     "--gzip-trailer-cut": "1",
+    "--cut-longer-than-days": "3",
     "--expire-sessions": "2",
     "--expire-after-pages": "3",
 }
@@ -810,6 +811,7 @@ def test_every_flag_means_the_keyword_of_the_same_name():
             drip_seconds=0.5,
             drip_headers=True,
             gzip_trailer_cut=1,
+            cut_longer_than_days=3,
             expire_sessions=2,
             expire_after_pages=3,
         ),

@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.partitions import (
@@ -65,10 +65,19 @@ def test_split_covers_exactly_in_order(start, length, size):
     assert sum(w.days for w in windows) == length + 1
 
 
-@given(start=days, length=st.integers(0, 400), holes=st.lists(st.tuples(days, st.integers(0, 30))))
+@given(
+    start=days,
+    length=st.integers(0, 400),
+    # holes placed around the range (days from its start), so they overlap it and each other
+    holes=st.lists(st.tuples(st.integers(-40, 440), st.integers(0, 30))),
+)
+# a hole that reaches the range's last day, after one that ends the day before it
+@example(start=D(2024, 1, 1), length=4, holes=[(0, 3), (4, 0)])
 def test_subtract_ranges_is_the_set_difference(start, length, holes):
     end = start + dt.timedelta(days=length)
-    parts = [Partition(h, h + dt.timedelta(days=n)) for h, n in holes]
+    parts = [
+        Partition(start + dt.timedelta(days=h), start + dt.timedelta(days=h + n)) for h, n in holes
+    ]
     pieces = subtract_ranges(start, end, parts)
     covered = set()
     for a, b in pieces:

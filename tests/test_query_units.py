@@ -8,7 +8,7 @@ import json
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.query.paging import Session, next_page_needed, page_count, short_page
@@ -23,6 +23,7 @@ from tap_mixpanel_parallel.query.state import (
 )
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.run.text import REPLACEMENT
+from tests.helpers import machine_zone
 
 UTC = dt.timezone.utc
 
@@ -43,6 +44,8 @@ def test_a_last_page_that_would_be_full_is_followed_by_one_asked_for_with_it(tot
 
 
 @given(total=st.integers(0, 5000), size=st.integers(1, 700), extra=st.integers(0, 3))
+# pages of one profile: each full page asks for the next
+@example(total=0, size=1, extra=3)
 def test_paging_until_a_short_page_reads_everything_even_when_total_is_short(total, size, extra):
     """Mixpanel's total may be lower than what the session holds: pages are asked for while
     full, so every profile is read and no page past the first empty one is asked for."""
@@ -65,6 +68,46 @@ def test_short_pages_are_only_warned_about_before_the_last():
     assert short_page(0, 9, session, 3)
     assert not short_page(2, 5, session, 3)
     assert not short_page(1, 10, session, 3)
+
+
+@given(
+    total=st.integers(-10, 10**6),
+    size=st.integers(-5, 0),
+    page=st.integers(0, 5),
+    count=st.integers(0, 10**4),
+)
+def test_a_page_size_under_one_plans_page_zero_alone_and_never_asks_for_more(
+    total, size, page, count
+):
+    """Not a size Mixpanel sends; if it did, paging must end, not loop."""
+    assert page_count(total, size) == 1
+    assert not next_page_needed(page, count, size, page + 1)
+
+
+@given(size=st.integers(1, 50), known=st.integers(1, 8), data=st.data())
+def test_a_short_page_is_flagged_only_before_the_last(size, known, data):
+    counts = [size] * (known - 1) + [data.draw(st.integers(1, size))]
+    short = data.draw(st.integers(0, known - 1))
+    counts[short] = data.draw(st.integers(0, size - 1))
+    session = Session("s", size, sum(counts))
+    flagged = [p for p, c in enumerate(counts) if short_page(p, c, session, known)]
+    assert flagged == ([short] if short < known - 1 else [])
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(2000, 1, 2), max_value=dt.datetime(2099, 12, 30)),
+    st.integers(-12 * 60, 14 * 60),
+)
+def test_last_seen_is_read_and_written_in_utc_whatever_the_machine_zone(moment, offset):
+    moment = moment.replace(microsecond=0)
+    sent = moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=offset)))
+    in_utc = sent.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    with machine_zone("Asia/Kathmandu"):  # +05:45: no hour-aligned coincidence
+        parsed = parse_last_seen(sent.isoformat())
+        assert parsed is not None
+        assert parsed.utcoffset() == dt.timedelta(0)
+        assert format_last_seen(sent) == in_utc
+        assert format_last_seen(parsed) == in_utc
 
 
 @given(

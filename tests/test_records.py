@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.records import (
+    OutOfRangeTime,
     RecordEncoder,
     decode_record,
     event_time,
@@ -18,6 +20,7 @@ from tap_mixpanel_parallel.export.records import (
 )
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
 from tap_mixpanel_parallel.run.text import REPLACEMENT, sanitize_line
+from tests.helpers import machine_zone
 
 UTC_ENC = RecordEncoder(time_in_ms=False, zone=None, as_messages=False)
 
@@ -53,6 +56,10 @@ def test_device_id_and_user_id_are_columns_null_when_absent():
     record = decode_record(UTC_ENC.encode(line, 1, "x"))
     assert (record["device_id"], record["user_id"]) == ("77", "m")
     assert record["properties"] == props
+    absent = {"time": 1, "distinct_id": "u-1", "$insert_id": "i"}
+    line = json.dumps({"event": "A", "properties": absent}).encode()
+    record = decode_record(UTC_ENC.encode(line, 1, "x"))
+    assert (record["device_id"], record["user_id"]) == (None, None)
 
 
 def test_message_lines_are_singer_records():
@@ -120,6 +127,29 @@ def test_missing_keys_become_empty_strings_but_insert_id_is_synthetic():
 def test_bad_lines_raise(line, error):
     with pytest.raises(error):
         UTC_ENC.encode(line, 7, "x")
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "message"),
+    [
+        (b"export terminated early", StreamCut, "Mixpanel ended the stream early"),
+        (b'{"event":"A","properties":{"time":1', StreamCut, "line 7 is not valid JSON"),
+        (b'{"event":"A","properties":{"time":"soon"}}', PartitionRejected, "line 7 is not a"),
+        (b'{"event":"A","properties":{"time":[1]}}', PartitionRejected, "line 7 is not a"),
+        (b'{"event":"A","properties":[1]}', PartitionRejected, "line 7 is not a Mixpanel"),
+        (b'{"event":"A","properties":{}}', PartitionRejected, "line 7: event has no numeric"),
+    ],
+)
+def test_a_bad_line_is_reported_by_its_number_and_a_wrong_time_is_never_skipped(
+    line, error, message
+):
+    """Only a time no date-time can hold is skipped (OutOfRangeTime); a time of the wrong type
+    rejects the partition, loudly, like any other malformed event."""
+    with pytest.raises(error) as raised:
+        UTC_ENC.encode(line, 7, "x")
+    assert type(raised.value) is error
+    assert str(raised.value).startswith(message)
+    assert "line 7" in str(raised.value)
 
 
 def test_raw_properties_are_the_exact_bytes():
@@ -314,3 +344,85 @@ def test_invalid_utf8_in_any_key_field_loads_whatever_msgspec_raises_for_it(
 def test_a_cut_line_with_invalid_utf8_is_still_a_cut_stream():
     with pytest.raises(StreamCut):
         UTC_ENC.encode(b'{"event":"E\xff","properties":{"time":7,"distinct_id":"d', 1, "x")
+
+
+# The encoders below are built inside each test, not at import: a setting the constructor drops
+# must fail a test (mutation testing swaps the constructor only once the tests are imported).
+
+ZONES = [None, "Europe/Berlin", "America/Los_Angeles", "Asia/Kathmandu"]
+
+
+@given(
+    moment=st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2090, 1, 1)),
+    in_ms=st.booleans(),
+    zone_name=st.sampled_from(ZONES),
+)
+def test_the_record_time_follows_the_encoders_unit_and_project_zone(moment, in_ms, zone_name):
+    """A UTC project sends Unix time; a local-time one sends its wall clock written as UTC."""
+    zone = None if zone_name is None else ZoneInfo(zone_name)
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000 if in_ms else 0)
+    as_if_utc = moment.replace(tzinfo=dt.timezone.utc)
+    seconds = as_if_utc.timestamp()
+    number = round(seconds * 1000) if in_ms else int(seconds)
+    encoder = RecordEncoder(time_in_ms=in_ms, zone=zone, as_messages=False)
+    line = json.dumps({"event": "E", "properties": {"time": number, "$insert_id": "i"}})
+    with machine_zone("Asia/Kathmandu"):  # the machine's own zone must not leak in
+        record = decode_record(encoder.encode(line.encode(), 1, "x"))
+    expected = as_if_utc if zone is None else moment.replace(tzinfo=zone)
+    assert dt.datetime.fromisoformat(record["time"]) == expected
+    assert record["time"].endswith("+00:00")
+
+
+def test_sanitizing_is_off_unless_asked_for_and_on_when_asked():
+    line = b'{"event":"E\\u0000","properties":{"time":7,"k":"v\\u0000"}}'
+    plain = RecordEncoder(time_in_ms=False, zone=None, as_messages=False)
+    assert plain.encode(line, 1, "x").endswith(b'"properties":{"time":7,"k":"v\\u0000"}}\n')
+    cleaning = RecordEncoder(time_in_ms=False, zone=None, as_messages=False, sanitize=True)
+    record = decode_record(cleaning.encode(line, 1, "x"))
+    assert (record["event"], record["properties"]["k"]) == ("E" + REPLACEMENT, "v" + REPLACEMENT)
+
+
+@given(
+    st.integers(-(10**15), 10**15)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.text(max_size=8)
+)
+def test_key_columns_are_text_whatever_json_type_mixpanel_sent(value):
+    keys = {"distinct_id": value, "$insert_id": value, "$device_id": value, "$user_id": value}
+    line = json.dumps({"event": value, "properties": {"time": 7, **keys}})
+    record = decode_record(UTC_ENC.encode(line.encode(), 1, "x"))
+    for column in ("event", "distinct_id", "device_id", "user_id"):
+        assert isinstance(record[column], str)
+        assert record[column] == (value if isinstance(value, str) else str(value))
+    assert isinstance(record["insert_id"], str)
+
+
+@pytest.mark.parametrize("in_ms", [False, True])
+@pytest.mark.parametrize("number", ["1e20", "-1e20", "100000000000000000000000000000", "1e999"])
+def test_an_out_of_range_time_names_its_unit_and_the_likely_mix_up(in_ms, number):
+    encoder = RecordEncoder(time_in_ms=in_ms, zone=None, as_messages=False)
+    line = b'{"event":"E","properties":{"time":' + number.encode() + b"}}"
+    with pytest.raises(OutOfRangeTime) as raised:
+        encoder.encode(line, 12, "x")
+    message = str(raised.value)
+    unit = "milliseconds" if in_ms else "seconds"
+    assert message.startswith(f"line 12: properties.time is out of range as {unit} since 1970")
+    hint = "" if in_ms else "; milliseconds sent as seconds?"
+    assert message.endswith(f"(not between years 1 and 9999{hint})")
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    )
+)
+def test_a_line_with_nothing_to_clean_comes_back_as_the_same_object(value):
+    """Nearly every line: no copy, whatever its characters (a NUL itself is what gets cleaned)."""
+    text = json.dumps(value, ensure_ascii=False)
+    if "\\u0000" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        return  # a NUL escape or a lone surrogate (invalid UTF-8): lines that get cleaned
+    line = text.encode("utf-8")
+    assert sanitize_line(line) is line

@@ -254,3 +254,91 @@ def test_a_bookmark_after_yesterday_is_read_as_yesterday():
     assert bookmark_in_future(ExportState(None), today) is None
     assert bookmark_in_future(ExportState(D(2024, 5, 10)), today) == D(2024, 5, 9)
     assert bookmark_in_future(ExportState(D(2099, 1, 1)), today) == D(2024, 5, 9)
+
+
+GOOD = {"from_date": "2024-01-01", "to_date": "2024-01-07", "error": "HTTP 503", "attempts": 6}
+BAD_FIELDS = {
+    "from_date": [None, 20240101, "Jan 1"],
+    "to_date": [None, 20240107, "soon"],
+    "attempts": [-1, 1.5, True, "six"],
+    "error": [503, None],
+}
+
+
+@given(
+    before=st.integers(0, 4),
+    field=st.sampled_from(sorted(BAD_FIELDS)),
+    pick=st.integers(0, 3),
+)
+def test_a_bad_failed_partition_is_named_by_index_and_field_and_says_what_to_do(
+    before, field, pick
+):
+    values = BAD_FIELDS[field]
+    entries = [GOOD] * before + [{**GOOD, field: values[pick % len(values)]}]
+    with pytest.raises(StateError) as caught:
+        load_state({"failed_partitions": entries})
+    message = str(caught.value)
+    assert message.startswith(f"state failed_partitions[{before}].{field} ")
+    assert message.endswith("; fix or delete the state")
+
+
+@pytest.mark.parametrize(
+    ("entry", "starts"),
+    [
+        ({"replication_key_value": "March"}, "state replication_key_value "),
+        ({"replication_key_value": 20240310}, "state replication_key_value "),
+        ({"failed_partitions": "2024-01-01"}, "state failed_partitions must be a list"),
+        ({"failed_partitions": [GOOD, "x"]}, "state failed_partitions[1] must be an object"),
+        ({"failed_partitions": [{**GOOD, "to_date": "2023-12-31"}]}, "state failed_partitions[0] "),
+    ],
+)
+def test_every_unreadable_events_entry_names_its_key_and_says_what_to_do(entry, starts):
+    with pytest.raises(StateError) as caught:
+        load_state(entry)
+    assert str(caught.value).startswith(starts)
+    assert str(caught.value).endswith("; fix or delete the state")
+
+
+def test_singer_io_state_says_how_to_go_on_from_its_day():
+    with pytest.raises(StateError) as caught:
+        read_state_file(json.dumps(SINGER_IO), "state.json")
+    message = str(caught.value)
+    assert message.startswith("state has singer-io tap-mixpanel's shape (bookmarks.export)")
+    assert message.endswith("set start_date to it and run without --state")
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1)),
+    st.booleans(),
+)
+def test_a_date_time_bookmark_is_read_as_its_day(moment, aware):
+    """A hand-edited or foreign bookmark may carry a time (and an offset): its day counts."""
+    if aware:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    assert load_state({"replication_key_value": moment.isoformat()}).bookmark == moment.date()
+    state = {"failed_partitions": [{"from_date": moment.isoformat(), "to_date": "2100-01-01"}]}
+    assert load_state(state).failed[0].partition.from_date == moment.date()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60), st.integers(0, 10)).map(
+            lambda t: {
+                "from_date": (D(2024, 1, 1) + dt.timedelta(days=t[0] * 20)).isoformat(),
+                "to_date": (D(2024, 1, 1) + dt.timedelta(days=t[0] * 20 + t[1])).isoformat(),
+            }
+        ),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda e: e["from_date"],
+    )
+)
+def test_a_failed_partition_with_only_its_dates_is_owed_with_no_attempts_and_no_error(entries):
+    """Such an entry is how a user asks for days again by hand: nothing was tried yet."""
+    state = load_state({"failed_partitions": entries})
+    assert [(f.error, f.attempts) for f in state.failed] == [("", 0)] * len(entries)
+    assert [str(f.partition) for f in state.failed] == [
+        f"{e['from_date']}..{e['to_date']}" for e in entries
+    ]
+    dumped = dump_state(state)["failed_partitions"]
+    assert all(d["error"] == "" and d["attempts"] == 0 for d in dumped)

@@ -81,7 +81,8 @@ def export_lines(
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if watchdog.fired.is_set():
                     raise timed_out(timeout) from None
-                raise transport_error(exc, settings.secrets) from None
+                # A reset mid-body is how a proxy or Mixpanel ends a range it cannot serve.
+                raise StreamCut(transport_error(exc, settings.secrets).message) from None
             except StreamCut:
                 if watchdog.fired.is_set():
                     raise timed_out(timeout) from None

@@ -32,12 +32,21 @@ from typing import IO, NamedTuple
 import backoff
 
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.export.plan import (
+    GIVE_UP,
+    SPLIT,
+    Pieces,
+    after_failure,
+    can_split,
+    too_large_days,
+)
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.http.limiter import (
     RETRY_AFTER_CAP_SECONDS,
     RateLimiter,
     StopRequested,
 )
+from tap_mixpanel_parallel.run.dates import Partition
 from tap_mixpanel_parallel.run.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
 from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
 
@@ -52,7 +61,7 @@ class Spooled(NamedTuple):
     skip_notes: tuple[str, ...] = ()
 
 
-#: Fetch one attempt of a partition into the open spool file.
+#: Fetch one attempt of a partition (or of a piece of a split one) into the open spool file.
 Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], Spooled]
 
 MAX_BACKOFF_SECONDS = 60.0
@@ -61,7 +70,11 @@ WORKER_THREAD_PREFIX = "mixpanel-export"
 
 @dataclass
 class PartitionResult:
-    """How one planned partition ended."""
+    """How one planned partition, or one piece of it, ended.
+
+    A partition Mixpanel cut was fetched again in pieces: it comes back as one result per
+    piece, in date order, the last one marked :attr:`last`.
+    """
 
     index: int
     planned: PlannedPartition
@@ -73,6 +86,25 @@ class PartitionResult:
     spool: Path | None = None
     skipped: int = 0
     skip_notes: tuple[str, ...] = ()
+    #: The range this result covers: the planned partition, or a piece of it after a split.
+    piece: Partition | None = None
+    #: False for every piece of a split partition but its last.
+    last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.piece is None:
+            self.piece = self.planned.partition
+
+    @property
+    def part(self) -> Partition:
+        """The range this result covers."""
+        assert self.piece is not None
+        return self.piece
+
+    @property
+    def split(self) -> bool:
+        """True when the partition was fetched in pieces."""
+        return self.part != self.planned.partition
 
     @property
     def ok(self) -> bool:
@@ -118,6 +150,12 @@ class PartitionRunner:
         #: Set when Mixpanel kept answering 429: no new partition is started.
         self.throttled_out = threading.Event()
         self.interrupted = False
+        #: Sizes in days of the ranges Mixpanel cut and served in this run, for splitting up
+        #: front the sizes it mostly cuts.
+        self._cut: list[int] = []
+        self._served: list[int] = []
+        self._sizes = threading.Lock()
+        self._announced: int | None = None
 
     def stop(self) -> None:
         """Start no more partitions and abandon the ones in flight (safe from a signal)."""
@@ -150,7 +188,7 @@ class PartitionRunner:
         pool = ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix=WORKER_THREAD_PREFIX
         )
-        pending: deque[tuple[int, Future[PartitionResult]]] = deque()
+        pending: deque[tuple[int, Future[list[PartitionResult]]]] = deque()
         budget = self.budget
         try:
             submitted = 0
@@ -171,15 +209,18 @@ class PartitionRunner:
                     break
                 head, future = pending[0]
                 budget.set_head(head)
-                result = self._wait(future)
-                if result is None or result.status is Status.STOPPED:
+                results = self._wait(future)
+                if results is None or results[-1].status is Status.STOPPED:
                     break
                 pending.popleft()
-                yield result
+                for result in results:
+                    yield result
+                    if result.spool is not None:
+                        result.spool.unlink(missing_ok=True)
                 # A failed partition's spool too: what it holds will never be emitted.
-                _spool_path(spool_dir, result.index).unlink(missing_ok=True)
-                budget.release(result.index)
-                if result.status is Status.FATAL:
+                _spool_path(spool_dir, head).unlink(missing_ok=True)
+                budget.release(head)
+                if results[-1].status is Status.FATAL:
                     break
         finally:
             # Never wait here for a worker stuck in a stalled read: it checks the stop
@@ -191,7 +232,7 @@ class PartitionRunner:
     def _halted(self) -> bool:
         return self.stop_event.is_set() or self.fatal_event.is_set() or self.throttled_out.is_set()
 
-    def _wait(self, future: Future[PartitionResult]) -> PartitionResult | None:
+    def _wait(self, future: Future[list[PartitionResult]]) -> list[PartitionResult] | None:
         while True:
             # futures.TimeoutError is the builtin one only from Python 3.11 on.
             with contextlib.suppress(futures.TimeoutError):
@@ -199,7 +240,66 @@ class PartitionRunner:
             if self.stop_event.is_set():
                 return None
 
-    def _run_one(self, index: int, planned: PlannedPartition, spool: Path) -> PartitionResult:
+    def _run_one(self, index: int, planned: PlannedPartition, spool: Path) -> list[PartitionResult]:
+        """Fetch a partition; when Mixpanel cuts it, fetch it again in halves, down to days.
+
+        The pieces are fetched one after the other, in date order, each into a spool file of
+        its own; every piece ends exported or failed at the size that failed, unless the run
+        stops or meets a fatal error, which ends the list.
+        """
+        pieces = Pieces.of(planned.partition)
+        results: list[PartitionResult] = []
+        while (piece := pieces.next) is not None:
+            if self._mostly_cut(piece):
+                pieces = pieces.split()
+                continue
+            path = spool if not results else spool.with_name(f"{spool.stem}-{len(results)}.jsonl")
+            result = self._fetch(index, planned, piece, path, first=not results)
+            with self._sizes:
+                if result is None:
+                    self._cut.append(piece.days)
+                elif result.ok:
+                    self._served.append(piece.days)
+            if result is None:
+                self._logger.warning(
+                    "partition %s: Mixpanel did not serve %s whole; fetching it in halves",
+                    planned.partition,
+                    piece,
+                )
+                pieces = pieces.split()
+                continue
+            results.append(result)
+            if result.status in (Status.FATAL, Status.STOPPED):
+                break
+            pieces = pieces.settled()
+        results[-1].last = True
+        for result in results[:-1]:
+            result.last = False
+        return results
+
+    def _mostly_cut(self, piece: Partition) -> bool:
+        """True when ranges as long as ``piece`` were mostly cut in this run: split it unasked."""
+        if not can_split(piece):
+            return False
+        with self._sizes:
+            ceiling = too_large_days(self._cut, self._served)
+            if ceiling is None or piece.days < ceiling:
+                return False
+            announce = self._announced is None or ceiling < self._announced
+            if announce:
+                self._announced = ceiling
+        if announce:
+            self._logger.info(
+                "Mixpanel cut most ranges of %d days or more so far: such ranges are fetched"
+                " in halves from the start",
+                ceiling,
+            )
+        return True
+
+    def _fetch(
+        self, index: int, planned: PlannedPartition, piece: Partition, spool: Path, *, first: bool
+    ) -> PartitionResult | None:
+        """One range with retries; None when it should be fetched in halves instead."""
         started = time.monotonic()
         delays = backoff.expo(factor=self._backoff_factor, max_value=MAX_BACKOFF_SECONDS)
         next(delays)  # the first value of python-backoff generators is a priming value
@@ -220,7 +320,18 @@ class PartitionRunner:
                 spool=spool if status is Status.OK else None,
                 skipped=spooled.skipped if spooled else 0,
                 skip_notes=spooled.skip_notes if spooled else (),
+                piece=piece,
             )
+
+        def discard() -> None:
+            # The first piece's spool is truncated by the next open; a later piece gives back
+            # only its own bytes, the earlier pieces' stay spooled.
+            if first:
+                spool.unlink(missing_ok=True)
+                self.budget.release(index)
+            elif spool.exists():
+                self.budget.release(index, spool.stat().st_size)
+                spool.unlink(missing_ok=True)
 
         while True:
             if self._halted():
@@ -229,9 +340,11 @@ class PartitionRunner:
             try:
                 with (
                     self._limiter.slot(self.stop_event),
-                    open_spool(spool, self.budget, index, self.stop_event) as sink,
+                    open_spool(spool, self.budget, index, self.stop_event, fresh=first) as sink,
                 ):
-                    spooled = self._attempt(planned, sink, self.stop_event)
+                    spooled = self._attempt(
+                        PlannedPartition(piece, planned.retry_of_failed), sink, self.stop_event
+                    )
                 self._limiter.succeeded()
                 return result(Status.OK, spooled=spooled)
             except StopRequested:
@@ -239,11 +352,10 @@ class PartitionRunner:
             except ExportError as exc:
                 if self.stop_event.is_set():
                     return result(Status.STOPPED)
-                if not exc.retryable:
+                if not exc.retryable or not first:
                     # Free the disk now: a full disk is the usual reason, and the spool of a
-                    # partition that will not be emitted is of no use.
-                    spool.unlink(missing_ok=True)
-                    self.budget.release(index)
+                    # piece that will not be emitted is of no use.
+                    discard()
                 if exc.fatal:
                     self.fatal_event.set()
                     return result(Status.FATAL, exc.message)
@@ -253,12 +365,23 @@ class PartitionRunner:
                         return result(Status.FAILED, error)
                     continue  # the limiter holds this worker, and every other, for the pause
                 failures += 1
-                if not exc.retryable or failures > self._max_retries:
+                step = after_failure(
+                    piece,
+                    failures,
+                    self._max_retries,
+                    retryable=exc.retryable,
+                    splittable=exc.splittable,
+                )
+                if step == GIVE_UP:
                     return result(Status.FAILED, exc.message)
+                if step == SPLIT:
+                    # A range Mixpanel cut once it will most likely cut again.
+                    discard()
+                    return None
                 delay = backoff.full_jitter(next(delays))
                 self._logger.warning(
                     "partition %s: attempt %d failed (%s); retrying in %.1fs",
-                    planned.partition,
+                    piece,
                     attempts,
                     exc.message,
                     delay,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
-from tap_mixpanel_parallel.run.dates import Partition
+from tap_mixpanel_parallel.run.dates import ONE_DAY, Partition
 from tap_mixpanel_parallel.run.state import StateError
 
 REPLICATION_KEY = "time"
@@ -210,19 +210,59 @@ def dump_state(state: ExportState) -> dict[str, Any]:
     return out
 
 
-def _advance(state: ExportState, planned: PlannedPartition, today: dt.date) -> ExportState:
+def _advance(
+    state: ExportState, planned: PlannedPartition, piece: Partition, today: dt.date
+) -> ExportState:
     if planned.retry_of_failed:
         return state
-    reach = min(planned.partition.to_date, today - dt.timedelta(days=1))
+    reach = min(piece.to_date, today - dt.timedelta(days=1))
     if state.bookmark is not None and state.bookmark >= reach:
         return state
     return replace(state, bookmark=reach)
 
 
-def settle_done(state: ExportState, planned: PlannedPartition, today: dt.date) -> ExportState:
-    """A partition's events were all emitted: drop it from the failed list, move the bookmark."""
-    remaining = tuple(f for f in state.failed if f.partition != planned.partition)
-    return _advance(replace(state, failed=remaining), planned, today)
+def _replace_owed(
+    state: ExportState, piece: Partition, failed: FailedPartition | None
+) -> ExportState:
+    """Settle ``piece`` in the failed list: the entry holding it keeps only its other days.
+
+    A failed partition retried in pieces (Mixpanel cut it, so it was split) leaves the list a
+    piece at a time; ``failed`` takes the piece's place when it failed again, so the list
+    always holds exactly the days still owed, at the size that failed.
+    """
+    entry = next(
+        (
+            f
+            for f in state.failed
+            if f.partition.from_date <= piece.from_date <= f.partition.to_date
+        ),
+        None,
+    )
+    if entry is None:
+        return replace(state, failed=state.failed if failed is None else (*state.failed, failed))
+    span = entry.partition
+    around: list[FailedPartition] = []
+    if span.from_date < piece.from_date:
+        around.append(
+            replace(entry, partition=Partition(span.from_date, piece.from_date - ONE_DAY))
+        )
+    if failed is not None:
+        around.append(replace(failed, attempts=failed.attempts + entry.attempts))
+    if piece.to_date < span.to_date:
+        around.append(replace(entry, partition=Partition(piece.to_date + ONE_DAY, span.to_date)))
+    i = state.failed.index(entry)
+    return replace(state, failed=(*state.failed[:i], *around, *state.failed[i + 1 :]))
+
+
+def settle_done(
+    state: ExportState, planned: PlannedPartition, today: dt.date, piece: Partition | None = None
+) -> ExportState:
+    """A partition's events (or those of ``piece`` of it) were all emitted.
+
+    Its days leave the failed list and the bookmark moves over them.
+    """
+    piece = planned.partition if piece is None else piece
+    return _advance(_replace_owed(state, piece, None), planned, piece, today)
 
 
 def settle_failed(
@@ -231,14 +271,9 @@ def settle_failed(
     error: str,
     attempts: int,
     today: dt.date,
+    piece: Partition | None = None,
 ) -> ExportState:
-    """A partition ran out of retries: keep (or add) it in the failed list, attempts summed."""
-    previous = next((f for f in state.failed if f.partition == planned.partition), None)
-    entry = FailedPartition(
-        planned.partition, error, attempts + (previous.attempts if previous else 0)
-    )
-    if previous is None:
-        failed = (*state.failed, entry)
-    else:
-        failed = tuple(entry if f is previous else f for f in state.failed)
-    return _advance(replace(state, failed=failed), planned, today)
+    """A partition (or ``piece`` of it) ran out of retries: it is owed, attempts summed."""
+    piece = planned.partition if piece is None else piece
+    entry = FailedPartition(piece, error, attempts)
+    return _advance(_replace_owed(state, piece, entry), planned, piece, today)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.partitions import plan_partitions
+from tap_mixpanel_parallel.export.partitions import PlannedPartition
+from tap_mixpanel_parallel.export.plan import plan_run
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.export.state import (
@@ -130,14 +131,7 @@ class EventsStream(SpooledStream):
                 today,
                 zone.key,
             )
-        plan = plan_partitions(
-            start_date=settings.start_date,
-            end_date=settings.end_for(today),
-            partition_days=settings.partition_days,
-            lookback_days=settings.lookback_days,
-            bookmark=state.bookmark,
-            failed=state.failed_partitions,
-        )
+        plan = self.plan(state, today)
         fast = self.uses_fast_path()
         batches = self.batch_out
         encoder = RecordEncoder(
@@ -146,15 +140,6 @@ class EventsStream(SpooledStream):
             as_messages=fast and batches is None,
             sanitize=settings.sanitize_text,
         )
-        progress = Progress(len(plan), self.logger)
-        self.logger.info(
-            "exporting %d partition%s (%d retried from state) with up to %d workers",
-            len(plan),
-            "" if len(plan) == 1 else "s",
-            sum(p.retry_of_failed for p in plan),
-            settings.max_workers,
-        )
-        workers = ExportWorkers(settings, self._owner.name)
         limiter = RateLimiter(
             max_concurrent=settings.max_workers,
             per_second=settings.max_requests_per_second,
@@ -164,6 +149,20 @@ class EventsStream(SpooledStream):
             ),
             bare_429_seconds=settings.rate_limit_wait,
         )
+        progress = Progress(
+            len(plan),
+            self.logger,
+            budget=(settings.max_requests_per_hour, settings.max_requests_per_second),
+            requests=lambda: limiter.started,
+        )
+        self.logger.info(
+            "exporting %d partition%s (%d retried from state) with up to %d workers",
+            len(plan),
+            "" if len(plan) == 1 else "s",
+            sum(p.retry_of_failed for p in plan),
+            settings.max_workers,
+        )
+        workers = ExportWorkers(settings, self._owner.name)
         self.runner = PartitionRunner(
             attempt=workers.attempt_with(encoder),
             limiter=limiter,
@@ -180,7 +179,7 @@ class EventsStream(SpooledStream):
                     # Files that cannot be written (a full disk, a read-only folder, a
                     # storage gone) fail the partition: no message names them, the next run
                     # owes it, as when its spool file cannot be written.
-                    partition = result.planned.partition
+                    partition = result.part
                     name = f"{partition.from_date}-{partition.to_date}"
                     try:
                         manifest = self.write_batch([result.spool], result.records, name)
@@ -198,14 +197,14 @@ class EventsStream(SpooledStream):
                             "stopped while writing partition %s: the records sent so far have"
                             " no STATE, so the next run sends them again (a target that"
                             " upserts on the key properties keeps each event once)",
-                            result.planned.partition,
+                            result.part,
                         )
                         raise
                     self.count_copied(result.records)
                 elif result.spool is not None:
                     yield from _read_spool(result.spool)
                 state = self._settle(state, result, today)
-                settled += result.status is not Status.FATAL
+                settled += result.last and result.status is not Status.FATAL
                 progress.partition_finished(result)
         finally:
             self.outcome.unsettled = len(plan) - settled
@@ -215,14 +214,41 @@ class EventsStream(SpooledStream):
             self.outcome.failed = list(state.failed)
             self.outcome.summary = progress.summary()
 
+    def plan(self, state: ExportState, today: dt.date) -> list[PlannedPartition]:
+        """What this run owes, in the sizes ``partition_mode`` asks for."""
+        settings = self.settings
+        return plan_run(
+            mode=settings.partition_mode,
+            start_date=settings.start_date,
+            end_date=settings.end_for(today),
+            partition_days=settings.partition_days,
+            lookback_days=settings.lookback_days,
+            bookmark=state.bookmark,
+            failed=state.failed_partitions,
+            per_hour=settings.max_requests_per_hour,
+            max_workers=settings.max_workers,
+        )
+
+    def planned(self) -> list[PlannedPartition]:
+        """The plan the next sync will run, from the incoming state (for the cost logged first)."""
+        today = today_in(self.settings.project_timezone)
+        # Read, not through stream_state: that would create the stream's entry in the state,
+        # which the SDK then emits as a STATE before the first SCHEMA.
+        state = load_state(self.tap_state.get("bookmarks", {}).get(self.name, {}))
+        if (latest := bookmark_in_future(state, today)) is not None:
+            state = replace(state, bookmark=latest)
+        return self.plan(state, today)
+
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
         if result.status is Status.FATAL:
             self.outcome.fatal = result.error
             return state
         if result.ok:
-            state = settle_done(state, result.planned, today)
+            state = settle_done(state, result.planned, today, result.part)
         else:
-            state = settle_failed(state, result.planned, result.error, result.attempts, today)
+            state = settle_failed(
+                state, result.planned, result.error, result.attempts, today, result.part
+            )
         self.publish_state(dump_state(state))
         return state
 

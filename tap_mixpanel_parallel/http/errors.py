@@ -30,6 +30,8 @@ class ExportError(Exception):
 
     retryable = False
     fatal = False
+    #: The range may be too large for Mixpanel to serve whole: ask again for its halves.
+    splittable = False
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -49,6 +51,14 @@ class RateLimited(TransientError):
 
 class StreamCut(TransientError):
     """The body ended before the partition was complete; none of it may be emitted."""
+
+    splittable = True
+
+
+class TimedOut(TransientError):
+    """``request_timeout`` passed: a range this large may be more than Mixpanel serves in time."""
+
+    splittable = True
 
 
 class PartitionRejected(ExportError):

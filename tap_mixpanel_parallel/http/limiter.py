@@ -25,6 +25,11 @@ BARE_429_GROWTH = 10.0
 #: proxy's ``Retry-After: 999999`` cannot park the run for days.
 RETRY_AFTER_CAP_SECONDS = 600.0
 
+#: A wait longer than this is announced (``on_wait``): the hourly budget, a long 429 pause.
+ANNOUNCE_WAIT_SECONDS = 5.0
+#: The longest a waiting thread sleeps before it looks again, so a stop is seen this soon.
+RECHECK_SECONDS = 0.5
+
 # The server counts arrivals, not our grants; a grant may reach it a little late after a busy
 # moment on the machine, so each window is held a little longer than its nominal length.
 WINDOW_MARGIN_SECONDS = 0.1
@@ -43,8 +48,12 @@ class SlidingWindow:
         self._times: deque[float] = deque()
 
     def wait_time(self, now: float) -> float:
-        """Seconds until one more event fits (0 when it fits now)."""
-        while self._times and self._times[0] <= now - self.seconds:
+        """Seconds until one more event fits (0 when it fits now).
+
+        An event leaves the window when ``its time + seconds <= now``: the same sum the wait is
+        computed from, so float rounding can never give a wait of 0 for a window still full.
+        """
+        while self._times and self._times[0] + self.seconds <= now:
             self._times.popleft()
         if len(self._times) < self.limit:
             return 0.0
@@ -190,7 +199,7 @@ class RateLimiter:
                 self._active -= 1
                 self._lock.notify_all()
 
-    def _take_budget(self, stop: threading.Event, *, charge: bool = True) -> None:
+    def _take_budget(self, stop: threading.Event, *, charge: bool) -> None:
         with self._lock:
             while True:
                 if stop.is_set():
@@ -207,8 +216,8 @@ class RateLimiter:
                         window.record(now)
                     self.started += 1
                     return
-                if wait > 5 and now + wait > self._announced_until + 1:
+                if wait > ANNOUNCE_WAIT_SECONDS and now + wait > self._announced_until + 1:
                     self._announced_until = now + wait
                     if self._on_wait is not None:
                         self._on_wait(wait, reason)
-                self._wait(self._lock, min(wait, 0.5))
+                self._wait(self._lock, min(wait, RECHECK_SECONDS))

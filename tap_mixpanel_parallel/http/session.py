@@ -23,6 +23,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.http.errors import (
     ExportError,
+    TimedOut,
     TransientError,
     error_for_status,
     parse_retry_after,
@@ -82,8 +83,8 @@ def status_error(
 
 
 def timed_out(timeout: float) -> TransientError:
-    """The error of a request its :class:`Watchdog` ended."""
-    return TransientError(f"request_timeout of {timeout:g}s passed (read timed out)")
+    """The error of a request its :class:`Watchdog` ended (a range may be too large to serve)."""
+    return TimedOut(f"request_timeout of {timeout:g}s passed (read timed out)")
 
 
 def transport_error(exc: BaseException, secrets: Sequence[str]) -> TransientError:

@@ -94,10 +94,15 @@ class SpoolBudget:
             self._used[index] = self._used.get(index, 0) + size
             self._total += size
 
-    def release(self, index: int) -> None:
-        """Partition ``index``'s spool was deleted or truncated."""
+    def release(self, index: int, size: int | None = None) -> None:
+        """Partition ``index``'s spool was deleted or truncated (``size`` bytes of it, or all)."""
         with self._cond:
-            self._total -= self._used.pop(index, 0)
+            if size is None:
+                self._total -= self._used.pop(index, 0)
+            else:
+                size = min(size, self._used.get(index, 0))
+                self._used[index] = self._used.get(index, 0) - size
+                self._total -= size
             self._cond.notify_all()
 
     def set_head(self, index: int) -> None:
@@ -130,10 +135,15 @@ class _BudgetedFile(io.FileIO):
 
 
 def open_spool(
-    path: Path, budget: SpoolBudget, index: int, stop: threading.Event
+    path: Path, budget: SpoolBudget, index: int, stop: threading.Event, *, fresh: bool = True
 ) -> io.BufferedWriter:
-    """Partition ``index``'s spool file, truncated, writing under ``budget``."""
-    budget.release(index)
+    """Partition ``index``'s spool file, truncated, writing under ``budget``.
+
+    ``fresh`` False opens the spool of a later piece of a split partition: the earlier pieces'
+    bytes stay counted.
+    """
+    if fresh:
+        budget.release(index)
     try:
         raw = _BudgetedFile(path, budget, index, stop)
     except OSError as exc:

@@ -55,7 +55,8 @@ def handle(app: FakeMixpanel, request: Request) -> None:
         return
     if plan.stall_before:
         stall(app.stopping, faults.stall_seconds)
-    if app.config.cache_bodies and plan.fault not in ("terminated_early", "invalid_json"):
+    generated = ("terminated_early", "too_large", "invalid_json")  # placed at a line
+    if app.config.cache_bodies and plan.fault not in generated:
         _send_cached(app, request, query, snap, plan)
     else:
         _send_streamed(app, request, query, snap, plan)

@@ -7,6 +7,7 @@ Adding a fault: a field on ``Faults`` (its help becomes the flag's), a draw appe
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import random
 from collections.abc import Callable
@@ -22,12 +23,12 @@ class Faults:
 
     Rates are probabilities per export or query request. The random faults are drawn independently
     in the order 429, 5xx, stall, cut, terminated early, invalid JSON and the first one that fires
-    wins; deterministic ones (``status_override``, ``fail_ranges``, ``fail_dates``,
-    ``max_concurrent``) are checked before them. The draws hash (seed, from_date, to_date, attempt),
-    where attempt counts the earlier well-formed, authenticated requests for that range that were
-    not turned away by ``max_concurrent``, so neither thread interleaving nor how many requests
-    happened to overlap changes the sequence. Mutating a ``Faults`` in place or swapping
-    ``FakeMixpanel.faults`` applies to the next request.
+    wins; deterministic ones (``status_override``, ``cut_longer_than_days``, ``fail_ranges``,
+    ``fail_dates``, ``max_concurrent``) are checked before them. The draws hash (seed,
+    from_date, to_date, attempt), where attempt counts the earlier well-formed, authenticated
+    requests for that range that were not turned away by ``max_concurrent``, so neither thread
+    interleaving nor how many requests happened to overlap changes the sequence. Mutating a
+    ``Faults`` in place or swapping ``FakeMixpanel.faults`` applies to the next request.
 
     ``echo_credentials`` makes every 401 body repeat the ``Authorization`` header it received,
     its base64 token and the decoded ``user:secret``, as careless proxies and gateways do: a
@@ -126,6 +127,13 @@ class Faults:
             " the gzip trailer"
         ),
     )
+    cut_longer_than_days: int | None = field(
+        default=None,
+        metadata=doc(
+            "a request for more days than this ends halfway with 'export terminated early',"
+            " every time: Mixpanel's answer to a range too large to serve whole"
+        ),
+    )
     extra_lines: dict[str, list[str]] = field(
         default_factory=dict,
         metadata=doc(
@@ -192,6 +200,9 @@ def decide(
     ``fail_dates``; ``next_attempt`` counts the attempts per key (reset by ``reset_stats``).
     """
     if dates is not None:
+        limit = faults.cut_longer_than_days
+        if limit is not None and _days(dates) > limit:
+            return Plan(fault="too_large", terminate_at=0.5)
         status = faults.fail_ranges.get(dates)
         if status is not None:
             return Plan(fault="fail_range", status=status)
@@ -225,6 +236,11 @@ def decide(
     if d.rbad < faults.invalid_json_rate:
         return Plan(fault="invalid_json", invalid_at=d.bad_at)
     return Plan()
+
+
+def _days(dates: tuple[str, str]) -> int:
+    first, last = (dt.date.fromisoformat(day[:10]) for day in dates)
+    return (last - first).days + 1
 
 
 def hit(target: int | None, index: int, last: bool) -> bool:
