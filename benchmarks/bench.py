@@ -132,7 +132,7 @@ class Contender:
 class FakeServer:
     """The fake server as a subprocess, bodies cached, every response pre-generated."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, extra_args: tuple[str, ...] = ()) -> None:
         self.scenario = scenario
         cmd = [
             sys.executable,
@@ -160,7 +160,7 @@ class FakeServer:
             cmd += ["--latency", str(scenario.latency)]
         if scenario.bytes_per_second:
             cmd += ["--bytes-per-second", str(scenario.bytes_per_second), "--throttle-payload"]
-        self.launch(cmd)
+        self.launch([*cmd, *extra_args])
 
     def launch(self, cmd: list[str]) -> None:
         """Start the server process and read the URL it prints once it listens."""

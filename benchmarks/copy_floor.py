@@ -33,14 +33,15 @@ class _Keys(msgspec.Struct):
     properties: msgspec.Raw
 
 
-def connect() -> psycopg.Connection:
+def connect(dbname: str | None = None, **kwargs) -> psycopg.Connection:
     env = os.environ
     return psycopg.connect(
         host=env.get("TARGET_POSTGRES_HOST", "127.0.0.1"),
         port=int(env.get("TARGET_POSTGRES_PORT", "5432")),
         user=env.get("TARGET_POSTGRES_USER", "tap"),
         password=env.get("TARGET_POSTGRES_PASSWORD", "tap"),
-        dbname=env.get("TARGET_POSTGRES_DATABASE", "tap_test"),
+        dbname=dbname or env.get("TARGET_POSTGRES_DATABASE", "tap_test"),
+        **kwargs,
     )
 
 

@@ -1,9 +1,17 @@
 """The main job, end to end: ``meltano run tap-mixpanel-parallel target-postgres`` against floors.
 
     .venv/bin/python benchmarks/main_job.py [--quick] [--repeat N] [--days D --events-per-day E]
+        [--no-hub] [--no-awkward]
 
 Side by side in one run, alternating and in a rotated order each repeat (medians reported):
 
+- **Hub path**: what a Meltano Hub user runs. A new project (``meltano init``) with both
+  plugins added from the two Hub definitions (hub_path.py: a local Meltano Hub serving
+  hub/_data, ``pip_url`` pointed at wheels built from this checkout), installed once outside
+  the timings; ``meltano run --full-refresh tap-mixpanel target-postgres`` with nothing set but
+  credentials, the connection (a database of its own) and BATCH, loading into
+  the Hub loader's default schema ``tap_mixpanel_parallel``. Checked like the main job, and no
+  ``_sdc_*`` column may hold a NULL.
 - **main job**: the real ``meltano run --full-refresh tap-mixpanel-parallel target-postgres``
   with the repository's meltano.yml as shipped (installed once into a temporary Meltano system
   folder, outside the timings), loading into PostgreSQL; wall time from start to exit, the
@@ -16,9 +24,11 @@ Side by side in one run, alternating and in a rotated order each repeat (medians
   the tap writes for the main job) into a table with the same 4-column primary key; stdlib
   ``json`` (the floor of the goal) and, for reference, raw ``properties`` pass-through.
 
-The fake server runs as its own process with cached bodies (see bench.py). Results go to
-stdout and to ``benchmarks/main_job.json``; exit code 1 when a run failed or loaded the wrong
-number of rows. Nothing asserts speed: goals are printed beside the ratios.
+The fake server runs as its own process with cached bodies (see bench.py); its events have the
+quirks real exports have (``--awkward-events``: each day adds 3 events without ``$insert_id`` and
+events with NUL characters and invalid UTF-8, 5 rows a day; ``--no-awkward`` leaves them out).
+Results go to stdout and to ``benchmarks/main_job.json``; exit code 1 when a run failed or
+loaded the wrong number of rows. Nothing asserts speed: goals are printed beside the ratios.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ sys.path.insert(0, str(HERE))
 
 import bench  # noqa: E402
 import copy_floor  # noqa: E402
+import hub_path  # noqa: E402
 
 #: Today's main job, as the issue measured it before this work (records/s).
 BEFORE_RPS = 1779
@@ -51,8 +62,14 @@ MELTANO_ENV = {
     "MELTANO_CLI_DISABLE_VERSION_CHECK": "true",
     "MELTANO_CLI_LOG_FORMAT": "uncolored",
 }
-SCHEMA_MAIN = "bench_main_job"
-SCHEMA_FLOOR = "bench_copy_floor"
+# Names of this run's own (the PostgreSQL server may be shared by other runs at the same time).
+SCHEMA_MAIN = f"bench_main_job_{os.getpid()}"
+SCHEMA_FLOOR = f"bench_copy_floor_{os.getpid()}"
+#: The Hub path loads into a database of its own, where the Hub loader's default schema is free.
+HUB_DATABASE = f"bench_hub_path_{os.getpid()}"
+HUB_SCHEMA = "tap_mixpanel_parallel"
+#: Rows a day of the fake server's --awkward-events.
+AWKWARD_PER_DAY = 5
 
 
 @dataclass
@@ -109,14 +126,14 @@ def role(cmdline: str) -> str | None:
     return None
 
 
-def timed(command: list[str], env: dict[str, str], log: Path) -> Timed:
+def timed(command: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> Timed:
     """Run to exit; wall, CPU and peak RSS from wait4, children's peaks sampled from /proc."""
     peaks: dict[str, float] = {}
     with open(log, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=ROOT,
+            env=env, cwd=cwd,
         )  # fmt: skip
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -139,15 +156,63 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> Timed:
     )
 
 
-def row_count(schema: str) -> tuple[int, int]:
+def row_count(schema: str, dbname: str | None = None) -> tuple[int, int]:
     """Rows and distinct keys in ``schema.events``."""
-    with copy_floor.connect() as conn, conn.cursor() as cur:
+    with copy_floor.connect(dbname) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id))"
             f' FROM "{schema}".events'
         )
         rows, keys = cur.fetchone()  # type: ignore[misc]
     return int(rows), int(keys)
+
+
+def null_metadata(schema: str, dbname: str | None = None) -> dict[str, int]:
+    """NULLs in each ``_sdc_*`` column of ``schema.events`` (none: no such column)."""
+    with copy_floor.connect(dbname) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'events' AND column_name LIKE '\\_sdc\\_%%'",
+            (schema,),
+        )
+        columns = [row[0] for row in cur.fetchall()]
+        nulls = {}
+        for column in columns:
+            cur.execute(f'SELECT count(*) FROM "{schema}".events WHERE "{column}" IS NULL')
+            nulls[column] = int(cur.fetchone()[0])  # type: ignore[index]
+    return nulls
+
+
+def recreate_database(name: str) -> None:
+    with copy_floor.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    with copy_floor.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def hub_env(config: dict[str, Any], batches: Path) -> dict[str, str]:
+    """The Hub path's settings: credentials, connection and BATCH, nothing else."""
+    env = {f"TAP_MIXPANEL_{key.upper()}": str(value) for key, value in config.items()}
+    env.update(
+        {
+            "TAP_MIXPANEL_BATCH_CONFIG": json.dumps(
+                {
+                    "encoding": {"format": "jsonl", "compression": "none"},
+                    "storage": {"root": batches.as_uri()},
+                }
+            ),
+            "TARGET_POSTGRES_HOST": os.environ.get("TARGET_POSTGRES_HOST", "127.0.0.1"),
+            "TARGET_POSTGRES_PORT": os.environ.get("TARGET_POSTGRES_PORT", "5432"),
+            "TARGET_POSTGRES_USER": os.environ.get("TARGET_POSTGRES_USER", "tap"),
+            "TARGET_POSTGRES_PASSWORD": os.environ.get("TARGET_POSTGRES_PASSWORD", "tap"),
+            "TARGET_POSTGRES_DATABASE": HUB_DATABASE,
+        }
+    )
+    return env
 
 
 def drop_schema(schema: str) -> None:
@@ -168,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=None, help="default 60 (6 with --quick)")
     parser.add_argument("--events-per-day", type=int, default=None, help="default 5000 (500)")
     parser.add_argument("--output", type=Path, default=HERE / "main_job.json")
+    parser.add_argument(
+        "--no-awkward", action="store_true", help="leave out the server's awkward events"
+    )
+    parser.add_argument("--no-hub", action="store_true", help="leave out the Hub path")
     args = parser.parse_args(argv)
     repeats = args.repeat or (1 if args.quick else 3)
     scenario = bench.Scenario(
@@ -180,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         logs = work / "logs"
         logs.mkdir()
-        server = bench.FakeServer(scenario)
+        awkward = () if args.no_awkward else ("--awkward-events",)
+        server = bench.FakeServer(scenario, extra_args=awkward)
+        expected = scenario.events + (0 if args.no_awkward else AWKWARD_PER_DAY * scenario.days)
         try:
             server.warm(bench.partitions(scenario))
             config = bench.tap_config(work / "tap.json", server.url, scenario)
@@ -222,17 +293,31 @@ def main(argv: list[str] | None = None) -> int:
                 stderr=subprocess.DEVNULL, check=True, cwd=ROOT,
             )  # fmt: skip
             files = sorted(str(p) for p in records_dir.glob("*/*.jsonl"))
-            runs = run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs)
+            hub = None
+            if not args.no_hub:
+                print("== Hub path: wheels, meltano init, add from the Hub, install (not timed)")
+                wheels = hub_path.build_wheels(work / "dist")
+                project = hub_path.create_project(work / "hub" / "project", wheels)
+                recreate_database(HUB_DATABASE)
+                env = hub_env(json.loads(config.read_text()), work / "hub-batches")
+                hub = (project, env)
+            runs = run_all(
+                args, scenario, repeats, meltano, meltano_env, config, files, logs, expected, hub
+            )
         finally:
             server.stop()
-    return report(args, argv, scenario, repeats, runs)
+            if not args.no_hub:
+                drop_database(HUB_DATABASE)
+    return report(args, argv, scenario, repeats, runs, expected)
 
 
-def run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs) -> dict:
+def run_all(
+    args, scenario, repeats, meltano, meltano_env, config, files, logs, expected, hub
+) -> dict:
     """Every contender ``repeats`` times, alternating, the order rotated each repeat."""
-    expected = scenario.events
     floor_cmd = [sys.executable, str(HERE / "copy_floor.py"), "--schema", SCHEMA_FLOOR]
     contenders: dict[str, dict[str, Any]] = {
+        "hub": {"label": "Hub path: new project from the Hub files", "runs": []},
         "main": {"label": "main job: meltano run ... target-postgres", "runs": []},
         "tap": {"label": "tap alone (RECORD messages to a pipe)", "runs": []},
         "floor": {"label": "COPY floor (psycopg, stdlib json)", "runs": []},
@@ -249,6 +334,26 @@ def run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs) 
             "wall": t.wall,
             "ok": t.returncode == 0 and rows == keys == expected,
             "rows": rows,
+            "tap_peak_rss_mib": t.peaks_mib.get("tap"),
+            "target_peak_rss_mib": t.peaks_mib.get("target"),
+            "returncode": t.returncode,
+        }
+
+    def hub_job(index: int) -> dict[str, Any]:
+        project, env = hub
+        with copy_floor.connect(HUB_DATABASE) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{HUB_SCHEMA}" CASCADE')
+        command = [str(meltano), "run", "--no-install", "--full-refresh"]
+        command += ["tap-mixpanel", "target-postgres"]
+        t = timed(command, {**project.env, **env}, logs / f"hub.{index}.log", cwd=project.path)
+        ok = t.returncode == 0
+        rows, keys = row_count(HUB_SCHEMA, HUB_DATABASE) if ok else (0, 0)
+        nulls = null_metadata(HUB_SCHEMA, HUB_DATABASE) if ok else {}
+        return {
+            "wall": t.wall,
+            "ok": ok and rows == keys == expected and not any(nulls.values()),
+            "rows": rows,
+            "sdc_nulls": nulls,
             "tap_peak_rss_mib": t.peaks_mib.get("tap"),
             "target_peak_rss_mib": t.peaks_mib.get("target"),
             "returncode": t.returncode,
@@ -281,7 +386,15 @@ def run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs) 
 
         return go
 
-    jobs = {"main": main_job, "tap": tap_alone, "floor": floor("stdlib"), "floor-raw": floor("raw")}
+    jobs = {
+        "hub": hub_job,
+        "main": main_job,
+        "tap": tap_alone,
+        "floor": floor("stdlib"),
+        "floor-raw": floor("raw"),
+    }
+    if hub is None:
+        del jobs["hub"], contenders["hub"]
     names = list(jobs)
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -290,7 +403,7 @@ def run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs) 
             run["records_per_s"] = expected / run["wall"] if run["ok"] else 0.0
             contenders[name]["runs"].append(run)
             extra = ""
-            if name == "main":
+            if name in ("main", "hub"):
                 extra = (
                     f"  tap peak {run['tap_peak_rss_mib'] or 0:.0f} MiB,"
                     f" target peak {run['target_peak_rss_mib'] or 0:.0f} MiB"
@@ -305,7 +418,7 @@ def run_all(args, scenario, repeats, meltano, meltano_env, config, files, logs) 
     return contenders
 
 
-def report(args, argv, scenario, repeats, contenders) -> int:
+def report(args, argv, scenario, repeats, contenders, expected) -> int:
     rps = {n: median([r["records_per_s"] for r in c["runs"]]) for n, c in contenders.items()}
     main_runs = contenders["main"]["runs"]
     tap_peak = max((r["tap_peak_rss_mib"] or 0.0) for r in main_runs)
@@ -322,6 +435,10 @@ def report(args, argv, scenario, repeats, contenders) -> int:
             "goal": None,
         },
         "main job / tap alone": {"value": ratio("main", "tap"), "goal": None},
+        "Hub path / main job": {
+            "value": ratio("hub", "main") if "hub" in rps else None,
+            "goal": ">= 0.8",
+        },
         "tap peak RSS MiB in the main job": {"value": tap_peak, "goal": None},
         "target-postgres peak RSS MiB": {"value": target_peak, "goal": None},
     }
@@ -330,7 +447,8 @@ def report(args, argv, scenario, repeats, contenders) -> int:
         [".venv/bin/python benchmarks/main_job.py", *(argv if argv is not None else sys.argv[1:])]
     )
     print("\n" + "=" * 100)
-    print(f"main job: {scenario.describe()}; medians of {repeats} run(s); command: {command}")
+    events = f"{scenario.describe()} + {expected - scenario.events} awkward events"
+    print(f"main job: {events}; medians of {repeats} run(s); command: {command}")
     print(f"  {'contender':<46} {'wall s':>8} {'records/s':>10}  ok")
     for c in contenders.values():
         wall = median([r["wall"] for r in c["runs"]])
@@ -352,7 +470,8 @@ def report(args, argv, scenario, repeats, contenders) -> int:
             "git_commit": bench._git_commit(),
         },
         "scenario": {"days": scenario.days, "events_per_day": scenario.events_per_day,
-                     "events": scenario.events},
+                     "events": scenario.events, "rows_expected": expected,
+                     "awkward_events": not args.no_awkward},
         "contenders": contenders,
         "median_records_per_s": rps,
         "ratios": ratios,

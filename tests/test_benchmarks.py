@@ -75,6 +75,8 @@ def test_quick_main_job_benchmark_runs_and_reports_ratios(tmp_path: Path) -> Non
             sys.executable,
             str(ROOT / "benchmarks" / "main_job.py"),
             "--quick",
+            # the Hub path's project is built and run by tests/test_hub_path.py
+            "--no-hub",
             "--output",
             str(output),
         ],
@@ -96,7 +98,10 @@ def test_quick_main_job_benchmark_runs_and_reports_ratios(tmp_path: Path) -> Non
         assert label in result.stdout
         assert results["ratios"][label]["value"] > 0
     (main,) = results["contenders"]["main"]["runs"]
-    assert main["rows"] == results["scenario"]["events"]
+    # every event once, the server's awkward ones (5 a day) included
+    scenario = results["scenario"]
+    assert scenario["awkward_events"] is True
+    assert main["rows"] == scenario["rows_expected"] == scenario["events"] + 5 * scenario["days"]
 
 
 def test_bench_rejects_an_unknown_part(tmp_path: Path) -> None:

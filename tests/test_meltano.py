@@ -167,7 +167,7 @@ def export_ranges(server) -> list[tuple[str, str]]:
 # -- postgres -------------------------------------------------------------------------------------
 
 
-def psql(sql: str, timeout: float = 30) -> list[str]:
+def psql(sql: str, timeout: float = 30, dbname: str = PG["dbname"]) -> list[str]:
     proc = subprocess.run(
         [
             "psql",
@@ -184,7 +184,7 @@ def psql(sql: str, timeout: float = 30) -> list[str]:
             "-U",
             PG["user"],
             "-d",
-            PG["dbname"],
+            dbname,
             "-c",
             sql,
         ],
@@ -480,11 +480,16 @@ def batch_run_folders(meltano: Meltano) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.name.startswith("tap-mixpanel-parallel-"))
 
 
-def assert_awkward_events_loaded(schema: str, server, start: dt.date, end: dt.date) -> None:
+def assert_awkward_events_loaded(
+    schema: str, server, start: dt.date, end: dt.date, dbname: str = PG["dbname"]
+) -> None:
+    def query(sql: str) -> list[str]:
+        return psql(sql, dbname=dbname)
+
     days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
     # Three events without $insert_id a day share event, distinct_id and second, and two of
     # them are byte-identical: three rows, three keys, two distinct properties.
-    rows = psql(
+    rows = query(
         "SELECT distinct_id, count(*), count(DISTINCT insert_id), count(DISTINCT properties)"
         f" FROM {schema}.events WHERE event = 'Server Import' GROUP BY distinct_id"
         " ORDER BY distinct_id"
@@ -492,7 +497,7 @@ def assert_awkward_events_loaded(schema: str, server, start: dt.date, end: dt.da
     assert rows == [f"legacy-{day}|3|3|2" for day in days]
     # NUL characters at any depth, and in a key, arrive as U+FFFD
     for day in (start, end):
-        (row,) = psql(
+        (row,) = query(
             "SELECT (properties->>'$browser') || '|'"
             " || (properties->'form'->'fields'->0->>'value') || '|'"
             f" || (properties->'form' ? 'key\ufffd')::text"
@@ -500,13 +505,13 @@ def assert_awkward_events_loaded(schema: str, server, start: dt.date, end: dt.da
         )
         assert row == "Mozilla\ufffd|a\ufffdb|true"
         # invalid UTF-8: each bad sequence is one U+FFFD
-        (row,) = psql(
+        (row,) = query(
             f"SELECT properties->'form'->>'name' FROM {schema}.events"
             f" WHERE insert_id = 'utf8-{day}'"
         )
         assert row == "caf\ufffd \ufffd\ufffd"
     # and every ordinary event exactly once, beside them
-    ordinary = psql(
+    ordinary = query(
         f"SELECT insert_id FROM {schema}.events WHERE event NOT IN {AWKWARD!r}".replace('"', "'")
     )
     expected = [
