@@ -28,7 +28,8 @@ for line in sys.stdin:
     name, _, version = line.strip().partition("==")
     known = locked.get(norm(name))
     if known and version not in known and norm(name) not in {"pip", "setuptools", "wheel"}:
-        print(f"  {name}: {\", \".join(sorted(known))} (lock) -> {version}")
+        versions = ", ".join(sorted(known))
+        print(f"  {name}: {versions} (lock) -> {version}")
 '
 
 echo "== tests under the newest releases =="
