@@ -17,6 +17,7 @@ import msgspec
 from tap_mixpanel_parallel.query.state import later, parse_last_seen
 from tap_mixpanel_parallel.run.text import (
     TEXT_DECODE_ERRORS,
+    decode_text,
     is_utf8,
     replace_invalid_utf8,
     sanitize_line,
@@ -115,12 +116,7 @@ def _decode_page(body: bytes) -> _Page:
 
 
 def _last_seen(properties: msgspec.Raw) -> Any:
-    try:
-        return _last_seen_decoder.decode(properties).last_seen
-    except TEXT_DECODE_ERRORS:
-        if is_utf8(bytes(properties)):
-            raise
-    return _last_seen_decoder.decode(replace_invalid_utf8(bytes(properties))).last_seen
+    return decode_text(_last_seen_decoder.decode, properties).last_seen
 
 
 def _text(value: Any) -> str:

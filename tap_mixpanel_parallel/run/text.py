@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
+
+from tap_mixpanel_parallel.compat import Buffer
+
+T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
@@ -33,6 +38,20 @@ def replace_invalid_utf8(data: bytes) -> bytes:
 # 0.22, a plain DecodeError ("Invalid UTF-8 encoded string") from 0.23 on. Catch both, then
 # tell bad text from a cut body by looking at the bytes, never at the exception's type or text.
 TEXT_DECODE_ERRORS = (UnicodeDecodeError, msgspec.DecodeError)
+
+
+def decode_text(decode: Callable[[Buffer], T], data: Buffer) -> T:
+    """``decode(data)``, or where a string in it is invalid UTF-8, the same with U+FFFD there.
+
+    A cut or foreign body still raises: bad text is told from it by the bytes. Valid data is
+    decoded once, as it is, with no copy.
+    """
+    try:
+        return decode(data)
+    except TEXT_DECODE_ERRORS:
+        if is_utf8(bytes(data)):
+            raise  # a cut or foreign body, not bad text
+    return decode(replace_invalid_utf8(bytes(data)))
 
 
 def _clean(value: Any) -> Any:
@@ -69,10 +88,5 @@ def decode_record(line: bytes) -> dict[str, Any]:
     The fast path copies the bytes Mixpanel sent; a dict holds text, so invalid UTF-8 (with
     ``sanitize_text`` off) becomes U+FFFD here instead of failing the run.
     """
-    try:
-        record: dict[str, Any] = msgspec.json.decode(line)
-    except TEXT_DECODE_ERRORS:
-        if is_utf8(line):
-            raise
-        record = msgspec.json.decode(replace_invalid_utf8(line))
+    record: dict[str, Any] = decode_text(_any_decoder.decode, line)
     return record
