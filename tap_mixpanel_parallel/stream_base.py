@@ -8,7 +8,7 @@ record counter, and sets its bookmark itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from singer_sdk import Tap, metrics
@@ -37,6 +37,23 @@ class SpooledStream(PartitionBookmarks):
     def settings(self) -> Settings:
         """The tap's checked settings."""
         return self._settings()
+
+    def start(self, *, ahead: bool = False) -> None:
+        """Start fetching before the stream's turn to be written out (main thread).
+
+        The tap calls it for every selected stream before the SDK syncs the first, so their
+        workers fetch side by side while the main thread writes out one stream after another;
+        with ``ahead`` a stream may fetch further than its look-ahead window while it waits.
+        A stream that does not fetch in the background keeps this no-op.
+        """
+
+    @property
+    def given_state(self) -> Mapping[str, Any]:
+        """The stream's state as the run was given it, read without adding an empty entry to
+        the tap's state: a stream started early shows in no STATE before its turn."""
+        bookmarks = self.tap_state.get("bookmarks") or {}
+        given = bookmarks.get(self.name) or {}
+        return given if isinstance(given, Mapping) else {}
 
     def uses_fast_path(self) -> bool:
         """True when records can go out exactly as the workers encoded them.

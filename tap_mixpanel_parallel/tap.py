@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from types import FrameType
 from typing import Any, ClassVar, NoReturn
 
@@ -19,7 +18,6 @@ from singer_sdk.helpers.capabilities import (
 )
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.export.state import check_state, read_state_file
 from tap_mixpanel_parallel.export.stream import EventsStream
 from tap_mixpanel_parallel.locks import hold_state_lock
@@ -36,10 +34,11 @@ from tap_mixpanel_parallel.query.base import QueryStream, RunStopped
 from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
 from tap_mixpanel_parallel.query.funnels import FunnelsStream
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
-from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
+from tap_mixpanel_parallel.run.pool import RunLoop, workers_finished
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.sdk_seams import StateFileHook, SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
+from tap_mixpanel_parallel.stream_base import SpooledStream
 
 EXIT_FAILED_PARTITIONS = 1
 EXIT_FATAL = 2
@@ -98,7 +97,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             FunnelsStream,
         )
         return [
-            EventsStream(self, lambda: self.settings),
+            EventsStream(self, lambda: self.settings, self.run_loop),
             *(
                 kind(self, lambda: self.settings, self.query_api, self.run_halted)
                 for kind in query_streams
@@ -110,7 +109,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     def query_api(self) -> QueryApi:
         """The Query API budget and sessions every query stream of this run shares."""
         if self._query_api is None:
-            self._query_api = QueryApi(self.settings, self.name, self.logger)
+            self._query_api = QueryApi(self.settings, self.name, self.logger, self.run_loop)
         return self._query_api
 
     def _query_streams(self) -> list[QueryStream]:
@@ -162,8 +161,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         Two different signals are one stop: Ctrl+C sends SIGINT to the whole process group and
         Meltano then adds a SIGTERM of its own.
         """
-        runner = self._events().runner
-        if runner is None and self._query_api is None:
+        if not self.run_loop.started:
             # Nothing is in flight (discovery, start-up): stop now, as a signal should.
             sys.exit(EXIT_SIGNAL_BASE + signum)
         if self._signal is None:
@@ -175,10 +173,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
                 signum,
                 STOP_GRACE_SECONDS,
             )
-            if runner is not None:
-                runner.stop()
-            if self._query_api is not None:
-                self._query_api.stop()
+            self.run_loop.stop()
             STDOUT.begin_stop()
             return
         if signum not in self._signals_seen:
@@ -195,9 +190,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
 
     def _exit_now(self, code: int) -> NoReturn:
         """Leave at once: no spool behind, stdout given back as found."""
-        runner = self._events().runner
-        if runner is not None and runner.spool_dir is not None:
-            runner.spool_dir.remove()
+        self.run_loop.close()
         STDOUT.restore()
         sys.stderr.flush()
         os._exit(code)
@@ -205,6 +198,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     _signal: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Drives and stops every stream's workers (the streams made by the SDK's init use it).
+        self.run_loop = RunLoop()
         super().__init__(*args, **kwargs)
         self._signals_seen: set[int] = set()
         # Our own handlers replace the SDK's (which would exit at once): a stop must first
@@ -215,8 +210,10 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
 
     @override
     def run_streams(self) -> None:
-        """The SDK's sync, with the errors that end a run turned into one line each."""
+        """Every selected stream started, then the SDK's sync, which writes them out one after
+        another; the errors that end a run turned into one line each."""
         try:
+            self._start_streams()
             super().run_streams()
         except RunStopped:
             pass  # after_sync reports it; the last STATE written is the one to resume from
@@ -239,6 +236,26 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             self.logger.error("stdout was closed by its reader (did the target exit?); stopping")
             _stdout_to_devnull()
             self._exit_now(EXIT_FATAL if self._signal is None else EXIT_SIGNAL_BASE + self._signal)
+        finally:
+            # Streams started but never written out (the run stopped first) stop fetching,
+            # and their spool folders go.
+            self.run_loop.close()
+
+    def _start_streams(self) -> None:
+        """Start the workers of every selected stream now, in sync order.
+
+        Each stream has its own budget (the export's, the Query API's), so they fetch side by
+        side while the main thread writes out one after another, and a run costs about its
+        longest stream rather than the sum. A run of one stream starts it in its turn, as the
+        SDK would, fetching no further ahead than its look-ahead window.
+        """
+        selected = [s for s in self.streams.values() if isinstance(s, SpooledStream) and s.selected]
+        if len(selected) < 2:
+            return
+        for stream in selected:
+            if self.run_halted():
+                return
+            stream.start(ahead=True)
 
     @override
     def after_sync(self) -> None:
@@ -275,7 +292,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         if code:
             sys.stdout.flush()
             sys.stderr.flush()
-            if not _workers_finished(WORKER_EXIT_GRACE_SECONDS):
+            if not workers_finished(WORKER_EXIT_GRACE_SECONDS):
                 # A worker stuck in a stalled read would keep the process alive for up to
                 # request_timeout; everything owed is already in the STATE just written.
                 os._exit(code)
@@ -308,16 +325,6 @@ def _stdout_to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-def _workers_finished(grace: float) -> bool:
-    """Give idle or stopping workers a moment to end; True when none is left."""
-    deadline = time.monotonic() + grace
-    prefixes = (WORKER_THREAD_PREFIX, QUERY_THREAD_PREFIX)
-    for thread in threading.enumerate():
-        if thread.name.startswith(prefixes):
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(t.is_alive() and t.name.startswith(prefixes) for t in threading.enumerate())
 
 
 if __name__ == "__main__":

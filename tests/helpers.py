@@ -132,3 +132,24 @@ def discover(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     )
     catalog: dict[str, Any] = json.loads(proc.stdout)
     return catalog
+
+
+def catalog_args(config: dict[str, Any], tmp_path: Path, *names: str) -> tuple[str, str]:
+    """``--catalog`` for a discovered catalog that selects exactly ``names`` (all fields)."""
+    catalog = discover(config, tmp_path)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            entry["metadata"]["selected"] = stream["tap_stream_id"] in names
+    path = tmp_path / f"catalog-{'-'.join(names)}-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(catalog))
+    return ("--catalog", str(path))
+
+
+def most_at_once(requests: list[Any]) -> int:
+    """The most of ``requests`` (server log entries) that were in flight at one moment."""
+    edges = sorted([(r.started, 1) for r in requests] + [(r.ended, -1) for r in requests])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak

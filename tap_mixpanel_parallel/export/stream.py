@@ -10,14 +10,14 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.batch import BatchFiles
-from tap_mixpanel_parallel.export.partitions import plan_partitions
+from tap_mixpanel_parallel.export.partitions import PlannedPartition, plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
 from tap_mixpanel_parallel.export.state import (
@@ -33,6 +33,7 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
+from tap_mixpanel_parallel.run.pool import RunLoop
 from tap_mixpanel_parallel.run.status import Status
 from tap_mixpanel_parallel.sdk_seams import (
     write_batch_message,
@@ -55,6 +56,18 @@ class RunOutcome:
     #: Planned partitions neither exported nor saved as failed (a stop, a fatal error).
     unsettled: int = 0
     summary: str = ""
+
+
+class _Started(NamedTuple):
+    """What :meth:`EventsStream.start` planned and opened, for the write-out."""
+
+    plan: list[PlannedPartition]
+    state: ExportState
+    today: dt.date
+    fast: bool
+    batches: BatchFiles | None
+    workers: ExportWorkers
+    progress: Progress
 
 
 class EventsStream(SpooledStream):
@@ -82,19 +95,21 @@ class EventsStream(SpooledStream):
         ),
     ).to_dict()
 
-    def __init__(self, tap: Tap, settings: Callable[[], Settings]) -> None:
+    def __init__(self, tap: Tap, settings: Callable[[], Settings], loop: RunLoop) -> None:
         super().__init__(tap, settings)
+        self._loop = loop
         self.runner: PartitionRunner | None = None
         self.outcome = RunOutcome()
+        self._started: _Started | None = None
 
     @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """Run the plan; in the fast path records are written here and nothing is yielded."""
+    def start(self, *, ahead: bool = False) -> None:
+        """Plan the run and start the workers; :meth:`get_records` writes out what they fetch."""
         settings = self.settings
         zone = settings.project_timezone
         today = today_in(zone)
-        state = load_state(self.stream_state)
-        given = self.stream_state.get("failed_partitions") or []
+        state = load_state(self.given_state)
+        given = self.given_state.get("failed_partitions") or []
         if len(state.failed) < len(given):
             self.logger.warning(
                 "state failed_partitions has overlapping ranges (edited by hand?): merged into"
@@ -159,10 +174,24 @@ class EventsStream(SpooledStream):
             max_retries=settings.max_retries,
             logger=self.logger,
             max_spool_bytes=settings.max_spool_mb << 20,
+            loop=self._loop,
         )
+        self.runner.start(plan, ahead=ahead)
+        self.outcome.unsettled = len(plan)
+        self._started = _Started(plan, state, today, fast, batches, workers, progress)
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Write out the plan's partitions in order; in the fast path records are written here
+        and nothing is yielded."""
+        if self._started is None:
+            self.start()
+        assert self._started is not None
+        assert self.runner is not None
+        plan, state, today, fast, batches, workers, progress = self._started
         settled = 0
         try:
-            for result in self.runner.run(plan):
+            for result in self.runner.results():
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and batches is not None:
                     self._emit_batch(batches, result)

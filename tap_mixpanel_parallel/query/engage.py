@@ -67,19 +67,42 @@ def engage_fetch(api: QueryApi) -> FetchPage:
 class _EngageQueries(QueryStream):
     """Runs engage queries and emits each one whole, in order."""
 
-    def run_jobs(self, jobs: list[QueryJob], window: int) -> Iterator[QueryJob]:
-        """Yield finished jobs; the ok ones' spool files are there until the next one."""
+    _runner: QueryRunner | None = None
+    _jobs: list[QueryJob] | None = None
+
+    def plan_jobs(self) -> tuple[list[QueryJob], int] | None:
+        """The queries and how many may run at once; None when the stream cannot start."""
+        raise NotImplementedError
+
+    @override
+    def start(self, *, ahead: bool = False) -> None:
+        """Plan the queries and start their first pages (the window bounds queries, not
+        pages, so ``ahead`` changes nothing here)."""
+        if self._jobs is not None:
+            return
+        planned = self.plan_jobs()
+        self._jobs = [] if planned is None else planned[0]
+        if planned is None:
+            return
         settings = self.settings
-        runner = QueryRunner(
+        self._runner = QueryRunner(
             fetch=engage_fetch(self.api),
             limiter=self.api.limiter,
             max_workers=settings.query_max_workers,
             max_retries=settings.max_retries,
             charge_pages=settings.query_pages_count_against_hourly_budget,
             logger=self.logger,
+            loop=self.api.loop,
         )
-        self.api.attach(runner)
-        for job in runner.run(jobs, window):
+        self._runner.start(*planned)
+
+    def run_jobs(self) -> Iterator[QueryJob]:
+        """Yield finished jobs; the ok ones' spool files are there until the next one."""
+        self.start()
+        runner = self._runner
+        if runner is None:
+            return
+        for job in runner.results():
             if job.status is Status.FATAL:
                 self.outcome.fatal = job.error
                 return
@@ -128,10 +151,10 @@ class EngageStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def read(self) -> Iterable[dict[str, Any]]:
-        """One engage query; its records are emitted once all its pages are on disk."""
+    def plan_jobs(self) -> tuple[list[QueryJob], int] | None:
+        """One query: every profile, or those seen since the bookmark less the look-back."""
         settings = self.settings
-        bookmark = load_bookmark(self.stream_state, self.name)
+        bookmark = load_bookmark(self.given_state, self.name)
         where = engage_where(
             bookmark, settings.lookback_days, full_refresh=settings.engage_full_refresh
         )
@@ -152,7 +175,14 @@ class EngageStream(_EngageQueries):
             encoder=ProfileEncoder(self.name, as_messages=fast, sanitize=settings.sanitize_text),
             page_size=settings.engage_page_size,
         )
-        for done in self.run_jobs([job], window=1):
+        return [job], 1
+
+    @override
+    def read(self) -> Iterable[dict[str, Any]]:
+        """The engage query; its records are emitted once all its pages are on disk."""
+        bookmark = load_bookmark(self.stream_state, self.name)
+        fast = self.uses_fast_path()
+        for done in self.run_jobs():
             self.log_job(done)
             if done.status is not Status.OK:
                 self.outcome.failed = f"engage: {done.error}"
@@ -183,11 +213,11 @@ class CohortMembersStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def read(self) -> Iterable[dict[str, Any]]:
-        """Every cohort's members; a failed cohort fails the stream, the others still load."""
+    def plan_jobs(self) -> tuple[list[QueryJob], int] | None:
+        """One query per cohort, as many at once as the Query API allows."""
         cohorts = list_cohorts(self.api, self.outcome)
         if cohorts is None:
-            return
+            return None
         fast = self.uses_fast_path()
         settings = self.settings
         jobs = [
@@ -210,9 +240,19 @@ class CohortMembersStream(_EngageQueries):
             )
             for number, cohort_id in enumerate(c["id"] for c in cohorts)
         ]
+        return jobs, settings.query_max_workers
+
+    @override
+    def read(self) -> Iterable[dict[str, Any]]:
+        """Every cohort's members; a failed cohort fails the stream, the others still load."""
+        fast = self.uses_fast_path()
+        self.start()
+        if self._runner is None:
+            return  # listing the cohorts failed: the outcome says why
+        jobs = self._jobs or []
         failed: list[str] = []
         total = 0
-        for done in self.run_jobs(jobs, window=settings.query_max_workers):
+        for done in self.run_jobs():
             self.log_job(done)
             if done.status is not Status.OK:
                 failed.append(done.label)
