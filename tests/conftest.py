@@ -14,6 +14,34 @@ import pytest
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
 from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
 
+# Modules whose tests start the installed CLI (or another program) as a subprocess; with the
+# tests that use the fixtures below, they carry the `cli` marker, which the lowest-versions run
+# of .ci/check leaves out to stay quick.
+_SUBPROCESS_MODULES = {
+    "test_batch",
+    "test_bench_engage",
+    "test_benchmarks",
+    "test_cli_export",
+    "test_cli_modes",
+    "test_cli_query",
+    "test_config_errors",
+    "test_faults",
+    "test_mixpanel_answers",
+    "test_packaging",
+    "test_signals",
+    "test_state_files",
+}
+_SUBPROCESS_FIXTURES = {"run_tap", "start_tap"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if name in _SUBPROCESS_MODULES or fixtures & _SUBPROCESS_FIXTURES:
+            item.add_marker(pytest.mark.cli)
+
 
 @pytest.fixture
 def run_tap(tmp_path: Path):

@@ -135,7 +135,10 @@ def test_hub_file_is_a_valid_hub_extractor(hub):
 def test_hub_and_meltano_yml_declare_the_same_extractor(hub, project_extractor):
     for key in ("name", "namespace", "executable", "capabilities", "settings_group_validation"):
         assert hub[key] == project_extractor[key], key
-    assert project_extractor["pip_url"] == "-e ${MELTANO_PROJECT_ROOT}"
+    assert project_extractor["pip_url"] == (
+        "-e ${MELTANO_PROJECT_ROOT}"
+        " -c ${MELTANO_PROJECT_ROOT}/constraints/tap-mixpanel-parallel.txt"
+    ), "the checkout, with the dependency versions CI tested"
     hub_settings = by_name(hub["settings"])
     yml_settings = by_name(project_extractor["settings"])
     assert list(hub_settings) == list(yml_settings), "same settings, same order"
