@@ -8,6 +8,7 @@
 #
 # The Meltano end-to-end tests are left out: their plugins install from constraints/, which this
 # script does not change. It prints the versions that differ from the lock, then pytest's summary.
+# It needs Python 3.11 or newer (tomllib reads uv.lock); PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=${UV:-.venv/bin/uv}
@@ -17,13 +18,18 @@ trap 'rm -rf "$(dirname "$venv")"' EXIT
 "$UV" pip install -q --python "$venv/bin/python" --upgrade --no-cache-dir -e . --group test
 
 echo "== newest releases that differ from uv.lock =="
-"$UV" pip freeze --python "$venv/bin/python" --exclude-editable | while IFS='=' read -r name _ version; do
-    name=$(tr 'A-Z_.' 'a-z--' <<<"$name")
-    locked=$(sed -n "/^name = \"${name}\"$/{n;s/^version = \"\\(.*\\)\"$/\\1/p;q}" uv.lock)
-    if [[ -n "$locked" && "$locked" != "$version" ]]; then
-        echo "  $name: $locked (lock) -> $version"
-    fi
-done
+"$UV" pip freeze -q --python "$venv/bin/python" --exclude-editable | "$venv/bin/python" -c '
+import re, sys, tomllib
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+locked = {}
+for package in tomllib.load(open("uv.lock", "rb"))["package"]:
+    locked.setdefault(norm(package["name"]), set()).add(package.get("version"))
+for line in sys.stdin:
+    name, _, version = line.strip().partition("==")
+    known = locked.get(norm(name))
+    if known and version not in known and norm(name) not in {"pip", "setuptools", "wheel"}:
+        print(f"  {name}: {\", \".join(sorted(known))} (lock) -> {version}")
+'
 
 echo "== tests under the newest releases =="
 status=0

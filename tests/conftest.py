@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
 from tests.helpers import PROJECT_ID, SECRET, USER, TapRun, parse_messages, tap_args
+
+# No timing in tests: these machines are shared and noisy, and a property either holds or not.
+# A slow first example (imports, a cold cache) is no failure.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 # Modules whose tests start the installed CLI (or another program) as a subprocess; with the
 # tests that use the fixtures below, they carry the `cli` marker, which the lowest-versions run

@@ -100,7 +100,9 @@ def test_overlapping_failed_partitions_are_fetched_once(fake_server, run_tap):
 
 
 def test_a_second_run_on_the_same_state_file_is_refused(fake_server, tmp_path):
-    server = fake_server(start=START, days=14, events_per_day=10, latency=1.0)
+    # Slow enough (6 requests of 3 s, one at a time) that the second run, which may take
+    # seconds to start on a busy machine, still finds the first one running.
+    server = fake_server(start=START, days=14, events_per_day=10, latency=3.0)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(base_config(server, max_workers=1)))
     state_path = tmp_path / "state.json"
