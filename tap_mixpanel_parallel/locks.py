@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -54,23 +52,36 @@ _held: list[int] = []
 def hold_state_lock(state_file: str) -> str | None:
     """Lock ``state_file`` for this run; the other run's pid when one already holds it.
 
-    The lock file lives in the temporary directory, named after the state file's real path,
-    so two runs given the same file through different paths still meet. A state that is not
-    a regular file (stdin, a pipe) has nothing to key on and is not locked; nor is anything
-    when the temporary directory cannot hold a lock file.
+    The lock is an ``flock`` on the state file itself (opened read-only, never written), so
+    every run given that file meets it, by any path and whatever its ``TMPDIR``. A state that
+    is not a regular file (stdin, a pipe) has nothing to key on and is not locked; nor is one
+    this process cannot open.
     """
     path = Path(state_file)
     try:
         if not path.is_file():
             return None
-        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-        lock = Path(tempfile.gettempdir()) / f"tap-mixpanel-parallel.state-{key}.lock"
-        fd = try_lock(lock, create=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    if fd is None:
-        return read_owner(lock)
-    with contextlib.suppress(OSError):
-        write_owner(fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = flock_owner(fd)
+        os.close(fd)
+        return owner
     _held.append(fd)
     return None
+
+
+def flock_owner(fd: int) -> str:
+    """The pid holding an ``flock`` on ``fd``'s file, from Linux's ``/proc/locks``, or "?"."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; blocked waiters add "->".
+            if "->" not in fields and "FLOCK" in fields and inode in fields:
+                return str(int(fields[fields.index(inode) - 1]))
+    return "?"

@@ -34,12 +34,12 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.singerlib import Message
+from singer_sdk.singerlib import Message, StateMessage
 
 from tap_mixpanel_parallel.compat import override
 
@@ -288,7 +288,12 @@ def _binary_stdout() -> IO[bytes] | None:
 class StdoutWriter(MsgSpecWriter):
     """msgspec encoding for the SDK's own messages, written whole into the current stdout."""
 
+    #: What a STATE message says of the tap's state (the tap's own view of it), if set.
+    state_view: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
     @override
     def write_message(self, message: Message) -> None:
         """Write one message line at once, so STATE is never stuck in a buffer."""
+        if isinstance(message, StateMessage) and self.state_view is not None:
+            message = StateMessage(value=self.state_view(message.value))
         STDOUT.write(self.format_message(message))

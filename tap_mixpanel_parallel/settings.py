@@ -228,6 +228,14 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=30,
         description="Days per funnels query (one query per funnel and window)",
     ),
+    th.Property(
+        "funnels_conversion_window_days",
+        th.IntegerType(minimum=0, maximum=366),
+        default=7,
+        description="Days after a day that its funnel conversions may still arrive (the"
+        " funnels' conversion window; Mixpanel's default is 7): funnel days that recent are"
+        " read again",
+    ),
 ).to_dict()
 
 
@@ -297,6 +305,7 @@ class Settings:
     engage_page_size: int
     engage_full_refresh: bool
     funnels_window_days: int
+    funnels_conversion_window_days: int
     #: Every string that must never be printed: the secret, the Authorization header and its
     #: bare base64 token (a gateway may echo it without "Basic ", and it decodes to the secret).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -362,6 +371,7 @@ class Settings:
             engage_page_size=_int(config, "engage_page_size"),
             engage_full_refresh=_bool(config, "engage_full_refresh"),
             funnels_window_days=_int(config, "funnels_window_days"),
+            funnels_conversion_window_days=_int(config, "funnels_conversion_window_days"),
             secrets=(secret, authorization, authorization.partition(" ")[2]),
         )
 

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar, NoReturn
 
@@ -116,12 +117,12 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         return [s for s in self.streams.values() if isinstance(s, QueryStream)]
 
     def run_halted(self) -> bool:
-        """True once a fatal error or a signal means no further stream may start."""
-        return (
-            self._signal is not None
-            or self._events().outcome.fatal is not None
-            or any(s.outcome.fatal for s in self._query_streams())
-        )
+        """True once a signal means no further stream may start.
+
+        An error no retry can fix stops only the streams of the API that answered it: the
+        export runs whatever the Query API said, and the other way round.
+        """
+        return self._signal is not None
 
     def _events(self) -> EventsStream:
         stream = self.streams[EventsStream.name]
@@ -154,6 +155,26 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         """Check the state's shape first: the SDK's own merge fails with a traceback."""
         check_state(state)
         super().load_state(state)
+        self._given_bookmarks = copy.deepcopy(state.get("bookmarks") or {})
+
+    _given_bookmarks: dict[str, Any] | None = None
+
+    def state_view(self, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The state a STATE message carries: a query stream that did not run, or stopped
+        before writing any STATE, keeps its bookmark as given (the SDK would add an empty one,
+        or its starting marker)."""
+        untouched = [s.name for s in self._query_streams() if s.state_untouched]
+        if not untouched:
+            return value
+        out = copy.deepcopy(dict(value))
+        bookmarks = out.setdefault("bookmarks", {})
+        given = self._given_bookmarks or {}
+        for name in untouched:
+            if name in given:
+                bookmarks[name] = copy.deepcopy(given[name])
+            else:
+                bookmarks.pop(name, None)
+        return out
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGINT/SIGTERM: stop within a bounded time; the same signal twice exits at once.
@@ -202,6 +223,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         self.run_loop = RunLoop()
         super().__init__(*args, **kwargs)
         self._signals_seen: set[int] = set()
+        if isinstance(self.message_writer, StdoutWriter):
+            self.message_writer.state_view = self.state_view
         # Our own handlers replace the SDK's (which would exit at once): a stop must first
         # finish the partition being written and emit the STATE of what is complete.
         if threading.current_thread() is threading.main_thread():
@@ -242,17 +265,24 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             self.run_loop.close()
 
     def _start_streams(self) -> None:
-        """Start the workers of every selected stream now, in sync order.
+        """Start now the first selected stream of each API, in sync order.
 
-        Each stream has its own budget (the export's, the Query API's), so they fetch side by
-        side while the main thread writes out one after another, and a run costs about its
-        longest stream rather than the sum. A run of one stream starts it in its turn, as the
-        SDK would, fetching no further ahead than its look-ahead window.
+        Each API has its own budget (the export's, the Query API's), so its first stream fetches
+        beside the others while the main thread writes out one after another, and a run costs
+        about its longest stream rather than the sum. Later streams of the same API start in
+        their turn: they share that API's budget, and an earlier one may find the API refusing
+        the credentials, in which case they must not ask it at all. A run of one stream starts
+        it in its turn, as the SDK would, fetching no further ahead than its look-ahead window.
         """
         selected = [s for s in self.streams.values() if isinstance(s, SpooledStream) and s.selected]
         if len(selected) < 2:
             return
+        apis: set[str] = set()
         for stream in selected:
+            api = stream.api_name if isinstance(stream, QueryStream) else EventsStream.name
+            if api in apis:
+                continue
+            apis.add(api)
             if self.run_halted():
                 return
             stream.start(ahead=True)
@@ -306,14 +336,18 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
                 self.logger.info(stream.outcome.summary)
             if stream.outcome.failed:
                 self.logger.error(
-                    "stream %s failed; its state is unchanged for the next run: %s",
+                    "stream %s failed; %s for the next run: %s",
                     stream.name,
+                    stream.outcome.kept,
                     stream.outcome.failed,
                 )
                 code = max(code, EXIT_FAILED_PARTITIONS)
             if stream.outcome.fatal:
                 self.logger.error(
-                    "stream %s stopped the run: %s", stream.name, stream.outcome.fatal
+                    "stream %s stopped; %s: %s",
+                    stream.name,
+                    stream.outcome.kept,
+                    stream.outcome.fatal,
                 )
                 code = EXIT_FATAL
         return code

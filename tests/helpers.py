@@ -17,6 +17,8 @@ from tap_mixpanel_parallel.testing.fake_server import FakeMixpanel
 USER = "svc-user-test"
 SECRET = "svc-secret-7c1f9e2d"  # distinctive, so a leak is easy to find in any output
 PROJECT_ID = 4242
+#: The columns of an ``events`` record.
+EVENT_COLUMNS = {"event", "time", "distinct_id", "device_id", "user_id", "insert_id", "properties"}
 TAP = str(Path(sys.executable).with_name("tap-mixpanel-parallel"))
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tap_mixpanel_parallel.export.batch import BatchFiles
 from tap_mixpanel_parallel.locks import try_lock
 from tap_mixpanel_parallel.run.spool import LOCK_NAME, PREFIX
-from tests.helpers import TAP, base_config, expected_ids
+from tests.helpers import EVENT_COLUMNS, TAP, base_config, expected_ids
 
 D = dt.date
 
@@ -113,7 +113,7 @@ def test_each_partition_goes_out_as_batch_then_state_with_every_record_once(
     assert sorted(r["insert_id"] for r in records) == sorted(
         expected_ids(server, D(2024, 1, 1), D(2024, 1, 16))
     )
-    assert set(records[0]) == {"event", "time", "distinct_id", "insert_id", "properties"}
+    assert set(records[0]) == EVENT_COLUMNS
     # 175 records of a 7-day partition in files of at most 60: 60 + 60 + 55
     first_batch = next(m for m in run.messages if m["type"] == "BATCH")
     assert len(first_batch["manifest"]) == 3

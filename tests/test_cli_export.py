@@ -7,7 +7,14 @@ import itertools
 from collections import Counter
 
 from tap_mixpanel_parallel.testing.fake_server import Faults
-from tests.helpers import SECRET, base_config, catalog_args, expected_ids, export_requests
+from tests.helpers import (
+    EVENT_COLUMNS,
+    SECRET,
+    base_config,
+    catalog_args,
+    expected_ids,
+    export_requests,
+)
 
 D = dt.date
 
@@ -34,7 +41,7 @@ def test_every_event_exactly_once_in_inclusive_weeks(fake_server, run_tap):
     assert run.bookmark["failed_partitions"] == []
     # records carry the whole properties object, nested values as JSON
     first = run.records[0]
-    assert set(first) == {"event", "time", "distinct_id", "insert_id", "properties"}
+    assert set(first) == EVENT_COLUMNS
     assert isinstance(first["properties"], dict)
     assert first["time"].endswith("+00:00")
     assert "partition 7/7" in run.stderr

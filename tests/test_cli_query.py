@@ -227,8 +227,10 @@ def test_annotations_from_the_app_api_or_the_legacy_endpoint(fake_server, run_ta
     ]
     assert [r.path for r in server.requests_log] == [f"/api/app/projects/{PROJECT_ID}/annotations"]
 
+    # The legacy endpoint serves the last 90 days only: a dataset of this week.
+    recent = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2)
     legacy_server = fake_server(
-        start=START, days=3, annotations=2, service_account=None, api_secret="legacy-secret-x1"
+        start=recent, days=3, annotations=2, service_account=None, api_secret="legacy-secret-x1"
     )
     legacy = {
         k: v
@@ -241,7 +243,7 @@ def test_annotations_from_the_app_api_or_the_legacy_endpoint(fake_server, run_ta
     assert all(a["user"] is None for a in records_of(legacy_run, "annotations"))
     (request,) = legacy_server.requests_log
     assert request.path == "/api/2.0/annotations"
-    assert request.params["from_date"] == START.isoformat()
+    assert request.params["from_date"] == recent.isoformat()
 
 
 def test_bad_credentials_stop_the_run_with_exit_2_and_no_secret(fake_server, run_tap, catalog_for):
@@ -276,7 +278,14 @@ def test_funnels_every_row_once_then_only_the_lookback(fake_server, run_tap, cat
     server = fake_server(
         start=START, days=70, funnels=2, faults=Faults(seed=5, rate_429=0.2, retry_after=0.05)
     )
-    config = query_config(server, end_date="2024-03-10", funnels_window_days=30, lookback_days=3)
+    # No conversion window: the re-read here is the look-back's alone.
+    config = query_config(
+        server,
+        end_date="2024-03-10",
+        funnels_window_days=30,
+        lookback_days=3,
+        funnels_conversion_window_days=0,
+    )
     args = catalog_for(config, "funnels")
     first = run_tap(config, extra_args=args)
     assert first.returncode == 0, first.stderr

@@ -40,9 +40,19 @@ def test_properties_pass_through_unchanged():
         "event": "Purchase",
         "time": "2024-01-01T00:00:00+00:00",
         "distinct_id": "u-1",
+        "device_id": None,
+        "user_id": None,
         "insert_id": "abc",
         "properties": props,
     }
+
+
+def test_device_id_and_user_id_are_columns_null_when_absent():
+    props = {"time": 1, "distinct_id": "u-1", "$insert_id": "i", "$device_id": 77, "$user_id": "m"}
+    line = json.dumps({"event": "A", "properties": props}).encode()
+    record = decode_record(UTC_ENC.encode(line, 1, "x"))
+    assert (record["device_id"], record["user_id"]) == ("77", "m")
+    assert record["properties"] == props
 
 
 def test_message_lines_are_singer_records():

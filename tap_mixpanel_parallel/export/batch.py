@@ -27,6 +27,7 @@ whole file in memory, so this bounds its memory whatever the partition size.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -71,7 +72,11 @@ class BatchFiles:
                 os.close(fd)
 
     def write(self, spool: Path, name: str) -> list[Path]:
-        """Copy a partition's spooled records into bounded files named ``<name>-<n>.jsonl``."""
+        """Copy a partition's spooled records into bounded files named ``<name>-<n>.jsonl``.
+
+        On an ``OSError`` the files written so far are removed (no message will name them)
+        and the error is raised.
+        """
         if self.folder is None:
             msg = "BatchFiles.open() first"
             raise RuntimeError(msg)
@@ -87,6 +92,7 @@ class BatchFiles:
                     if out is None or full:
                         if out is not None:
                             out.close()
+                            out = None
                         path = self.folder / f"{name}-{len(files) + 1:03d}.jsonl"
                         out = open(path, "wb", buffering=COPY_BUFFER_BYTES)  # noqa: SIM115
                         files.append(path)
@@ -94,7 +100,25 @@ class BatchFiles:
                     out.write(line)
                     records += 1
                     size += len(line)
-        finally:
             if out is not None:
-                out.close()
+                out.close()  # flushes the last buffer: may fail too
+                out = None
+        except OSError:
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    out.close()
+            for path in files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         return files
+
+
+def batch_error(exc: OSError, root: Path) -> str:
+    """The one-line reason a partition's BATCH files could not be written, and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left for BATCH files in {root} (batch_dir): free space there or point"
+            " batch_dir at a larger disk"
+        )
+    return f"cannot write BATCH files in {root} (batch_dir): {exc.strerror or exc}"

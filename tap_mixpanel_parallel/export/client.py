@@ -19,6 +19,7 @@ from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
     Watchdog,
     status_error,
+    timed_out,
     transport_error,
 )
 from tap_mixpanel_parallel.run.dates import Partition
@@ -70,7 +71,7 @@ def export_lines(
             )
         except requests.RequestException as exc:
             if watchdog.fired.is_set():
-                raise _timed_out(timeout) from None
+                raise timed_out(timeout) from None
             raise transport_error(exc, settings.secrets) from None
         with response:
             if response.status_code != 200:
@@ -79,18 +80,14 @@ def export_lines(
                 yield from split_lines(_body(response, stop))
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if watchdog.fired.is_set():
-                    raise _timed_out(timeout) from None
+                    raise timed_out(timeout) from None
                 raise transport_error(exc, settings.secrets) from None
             except StreamCut:
                 if watchdog.fired.is_set():
-                    raise _timed_out(timeout) from None
+                    raise timed_out(timeout) from None
                 raise
             if watchdog.fired.is_set():
-                raise _timed_out(timeout)
-
-
-def _timed_out(timeout: float) -> TransientError:
-    return TransientError(f"request_timeout of {timeout:g}s passed (read timed out)")
+                raise timed_out(timeout)
 
 
 def _body(response: requests.Response, stop: threading.Event) -> Iterator[bytes]:

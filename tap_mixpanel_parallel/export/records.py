@@ -3,7 +3,7 @@
 The event's ``properties`` object is carried through as the exact bytes Mixpanel sent
 (``msgspec.Raw``): nested objects stay objects, unknown keys are kept, nothing is re-typed or
 stringified, and the cost of parsing and re-writing a ~600-byte object disappears. Only the
-four keys the record's columns need are decoded.
+keys the record's columns need are decoded.
 
 Two exceptions, both rare and both decided per line after a cheap byte scan:
 
@@ -55,6 +55,8 @@ class _Keys(msgspec.Struct):
     time: int | float | None = None
     distinct_id: Any = None
     insert_id: Any = msgspec.field(name="$insert_id", default=None)
+    device_id: Any = msgspec.field(name="$device_id", default=None)
+    user_id: Any = msgspec.field(name="$user_id", default=None)
 
 
 class _RawEvent(msgspec.Struct):
@@ -120,6 +122,12 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    """A column that is null when the event has no such property, as in Mixpanel's own
+    warehouse export."""
+    return None if value is None else _text(value)
 
 
 class RecordEncoder:
@@ -194,6 +202,8 @@ class RecordEncoder:
             "event": _text(event.event),
             "time": when,
             "distinct_id": _text(keys.distinct_id),
+            "device_id": _optional_text(keys.device_id),
+            "user_id": _optional_text(keys.user_id),
             "insert_id": insert_id,
             "properties": event.properties,
         }

@@ -16,7 +16,7 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
-from tap_mixpanel_parallel.export.batch import BatchFiles
+from tap_mixpanel_parallel.export.batch import BatchFiles, batch_error
 from tap_mixpanel_parallel.export.partitions import PlannedPartition, plan_partitions
 from tap_mixpanel_parallel.export.records import STREAM_NAME, RecordEncoder, decode_record
 from tap_mixpanel_parallel.export.runner import PartitionResult, PartitionRunner
@@ -87,6 +87,16 @@ class EventsStream(SpooledStream):
             description="When the event happened, RFC 3339 in UTC",
         ),
         th.Property("distinct_id", th.StringType, description="Mixpanel distinct_id"),
+        th.Property(
+            "device_id",
+            th.StringType,
+            description="$device_id (null when absent), as Mixpanel's warehouse export has it",
+        ),
+        th.Property(
+            "user_id",
+            th.StringType,
+            description="$user_id (null when absent), as Mixpanel's warehouse export has it",
+        ),
         th.Property("insert_id", th.StringType, description="Mixpanel $insert_id"),
         th.Property(
             "properties",
@@ -194,7 +204,9 @@ class EventsStream(SpooledStream):
             for result in self.runner.results():
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and batches is not None:
-                    self._emit_batch(batches, result)
+                    error = self._emit_batch(batches, result)
+                    if error is not None:
+                        result = replace(result, status=Status.FAILED, records=0, error=error)
                 elif result.spool is not None and fast:
                     try:
                         STDOUT.copy_file(result.spool)
@@ -244,15 +256,24 @@ class EventsStream(SpooledStream):
         )
         return batches
 
-    def _emit_batch(self, batches: BatchFiles, result: PartitionResult) -> None:
-        """One BATCH message for a finished partition; its STATE follows in :meth:`_settle`."""
+    def _emit_batch(self, batches: BatchFiles, result: PartitionResult) -> str | None:
+        """One BATCH message for a finished partition; its STATE follows in :meth:`_settle`.
+
+        When its files cannot be written (a full disk, a folder made read-only) no message is
+        sent and the partition fails, as when its spool file cannot be written: the error
+        says why, and the next run owes it.
+        """
         assert result.spool is not None
         partition = result.planned.partition
         name = f"{result.index:05d}-events-{partition.from_date}-{partition.to_date}"
-        files = batches.write(result.spool, name)
+        try:
+            files = batches.write(result.spool, name)
+        except OSError as exc:
+            return batch_error(exc, batches.root)
         if files:
             write_batch_message(self, [path.as_uri() for path in files])
         self.count_copied(result.records)
+        return None
 
     def _settle(self, state: ExportState, result: PartitionResult, today: dt.date) -> ExportState:
         if result.status is Status.FATAL:

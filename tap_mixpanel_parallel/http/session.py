@@ -81,6 +81,11 @@ def status_error(
     )
 
 
+def timed_out(timeout: float) -> TransientError:
+    """The error of a request its :class:`Watchdog` ended."""
+    return TransientError(f"request_timeout of {timeout:g}s passed (read timed out)")
+
+
 def transport_error(exc: BaseException, secrets: Sequence[str]) -> TransientError:
     """A reset, timeout or broken body: worth another try."""
     kind = type(exc).__name__

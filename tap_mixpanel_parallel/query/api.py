@@ -52,6 +52,8 @@ class QueryApi:
         self.stop_event = threading.Event()
         #: True when a signal cut a query stream short: what it was reading is still owed.
         self.cut = False
+        #: API name -> why its streams may not start (an earlier one got a 401 or 403).
+        self.refused: dict[str, str] = {}
         loop.on_stop(self.stop_event.set)
 
     @property

@@ -2,21 +2,24 @@
 (worker threads).
 
 Bodies are small by construction (one engage page, one list, one funnel window), so each is
-read whole, with the same deadline, stop check and error mapping as the export.
+read whole, with the same wall-clock deadline (:class:`Watchdog`), stop check and error mapping
+as the export: a server that trickles bytes cannot hold a worker past ``request_timeout``.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 
 import requests
+import urllib3
 
 from tap_mixpanel_parallel.http.errors import ExportError, PartitionRejected, TransientError
 from tap_mixpanel_parallel.http.session import (
     CONNECT_TIMEOUT_SECONDS,
+    Watchdog,
     status_error,
+    timed_out,
     transport_error,
 )
 from tap_mixpanel_parallel.settings import Settings
@@ -74,43 +77,48 @@ def fetch_body(
     session raises :class:`SessionExpired` instead of failing the page.
     """
     timeout = settings.request_timeout
-    deadline = time.monotonic() + timeout
     query = {**project_params(settings), **(params or {})}
-    try:
-        response = session.request(
-            "GET" if form is None else "POST",
-            url,
-            params=query,
-            data=None if form is None else dict(form),
-            stream=True,
-            timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
-        )
-    except requests.RequestException as exc:
-        raise transport_error(exc, settings.secrets) from None
-    with response:
-        if response.status_code != 200:
-            error = status_error(response, settings.secrets, settings.project_id, api=api)
-            if (
-                in_session
-                and not error.fatal
-                and response.status_code in SESSION_GONE_STATUSES
-                and "session" in error.message.lower()
-            ):
-                raise SessionExpired(error.message)
-            if response.status_code == PLAN_LACKS_API:
-                # A plan may include the export but not this API: fail this stream, not the run.
-                raise PartitionRejected(error.message)
-            raise error
-        chunks: list[bytes] = []
+    with Watchdog(timeout) as watchdog:
         try:
-            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
-                if stop.is_set():
-                    msg = "stopping: request abandoned"
-                    raise TransientError(msg)
-                if time.monotonic() > deadline:
-                    msg = f"request_timeout of {timeout:g}s passed while reading"
-                    raise TransientError(msg)
-                chunks.append(chunk)
+            response = session.request(
+                "GET" if form is None else "POST",
+                url,
+                params=query,
+                data=None if form is None else dict(form),
+                stream=True,
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
+            )
         except requests.RequestException as exc:
+            if watchdog.fired.is_set():
+                raise timed_out(timeout) from None
             raise transport_error(exc, settings.secrets) from None
+        with response:
+            if response.status_code != 200:
+                error = status_error(response, settings.secrets, settings.project_id, api=api)
+                if watchdog.fired.is_set():
+                    raise timed_out(timeout)
+                if (
+                    in_session
+                    and not error.fatal
+                    and response.status_code in SESSION_GONE_STATUSES
+                    and "session" in error.message.lower()
+                ):
+                    raise SessionExpired(error.message)
+                if response.status_code == PLAN_LACKS_API:
+                    # A plan may include the export but not this API: fail this stream only.
+                    raise PartitionRejected(error.message)
+                raise error
+            chunks: list[bytes] = []
+            try:
+                for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                    if stop.is_set():
+                        msg = "stopping: request abandoned"
+                        raise TransientError(msg)
+                    chunks.append(chunk)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if watchdog.fired.is_set():
+                    raise timed_out(timeout) from None
+                raise transport_error(exc, settings.secrets) from None
+            if watchdog.fired.is_set():
+                raise timed_out(timeout)
     return b"".join(chunks)

@@ -210,6 +210,12 @@ class CohortMembersStream(_EngageQueries):
         th.Property(
             "distinct_id", th.StringType, required=True, description="$distinct_id of a member"
         ),
+        th.Property(
+            "data_group_id",
+            th.StringType,
+            description="A group cohort's data group (its members are group keys); absent for"
+            " user cohorts",
+        ),
     ).to_dict()
 
     @override
@@ -223,22 +229,18 @@ class CohortMembersStream(_EngageQueries):
         jobs = [
             QueryJob(
                 index=number,
-                label=f"cohort_members: cohort {cohort_id}",
-                form={
-                    "filter_by_cohort": json.dumps({"id": cohort_id}),
-                    # Members are keys only: the profile itself is in `engage`.
-                    "output_properties": json.dumps(["$last_seen"]),
-                },
+                label=f"cohort_members: cohort {cohort['id']}",
+                form=cohort_form(cohort["id"], cohort["data_group_id"]),
                 encoder=ProfileEncoder(
                     self.name,
                     as_messages=fast,
-                    extra={"cohort_id": cohort_id},
+                    extra=member_columns(cohort["id"], cohort["data_group_id"]),
                     with_profile=False,
                     sanitize=settings.sanitize_text,
                 ),
                 page_size=settings.engage_page_size,
             )
-            for number, cohort_id in enumerate(c["id"] for c in cohorts)
+            for number, cohort in enumerate(cohorts)
         ]
         return jobs, settings.query_max_workers
 
@@ -264,3 +266,24 @@ class CohortMembersStream(_EngageQueries):
                 failed
             )
         self.outcome.summary = f"cohort_members finished: {total} members of {len(jobs)} cohorts"
+
+
+def cohort_form(cohort_id: int, data_group_id: str | None) -> dict[str, str]:
+    """The engage query of a cohort's members; a group cohort is asked for as its group's
+    (Mixpanel refuses it otherwise: "Cannot query one group with cohorts of different groups").
+    """
+    form = {
+        "filter_by_cohort": json.dumps({"id": cohort_id}),
+        # Members are keys only: the profile itself is in `engage`.
+        "output_properties": json.dumps(["$last_seen"]),
+    }
+    if data_group_id is not None:
+        form["data_group_id"] = data_group_id
+    return form
+
+
+def member_columns(cohort_id: int, data_group_id: str | None) -> dict[str, Any]:
+    """The columns every member of a cohort shares."""
+    if data_group_id is None:
+        return {"cohort_id": cohort_id}
+    return {"cohort_id": cohort_id, "data_group_id": data_group_id}

@@ -1,15 +1,22 @@
-"""``funnels``: one row per saved funnel and day, incremental on the day, with a look-back for
-late conversions (main thread; the requests run on a small pool).
+"""``funnels``: one row per saved funnel and day, incremental on the day, reading again the days
+whose conversions may still change (main thread; the requests run on a small pool).
 
 Each funnel is read in windows of ``funnels_window_days`` days (one Query API request each,
 against the hourly budget). Windows are fetched side by side and emitted whole, in plan order;
-after each window the funnel's bookmark moves to the window's last settled day (never today).
+after each window the funnel's bookmark moves to the window's last past day (never today).
+
+Mixpanel keeps adding conversions to a day until the funnel's conversion window has passed
+after it, so each run starts ``max(lookback_days, funnels_conversion_window_days)`` before the
+bookmark: every day that was not final when it was last read is read again.
+
+A funnel whose window fails after retries fails alone: its later windows are not read (they
+would move its bookmark past the failed one), the other funnels load and move on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +94,10 @@ def plan_funnel_windows(
     window_days: int,
     lookback_days: int,
 ) -> list[FunnelWindow]:
-    """Every funnel from its bookmark (less the look-back, never before ``start``) to ``end``."""
+    """Every funnel from its bookmark (less the look-back, never before ``start``) to ``end``.
+
+    ``lookback_days`` is the longer of the late-data look-back and the conversion window.
+    """
     plan: list[FunnelWindow] = []
     for funnel_id, name in funnels:
         first = start
@@ -139,25 +149,39 @@ class FunnelsStream(QueryStream):
         if funnels is None:
             return
         today = today_in(settings.project_timezone)
+        reread = max(settings.lookback_days, settings.funnels_conversion_window_days)
         plan = plan_funnel_windows(
             ((f.funnel_id, f.name) for f in funnels),
             bookmarks,
             start=settings.start_date,
             end=settings.end_for(today),
             window_days=settings.funnels_window_days,
-            lookback_days=settings.lookback_days,
+            lookback_days=reread,
         )
-        self.logger.info("funnels: %d funnels, %d requests", len(funnels), len(plan))
+        self.logger.info(
+            "funnels: %d funnels, %d requests (the last %d days before each bookmark read again:"
+            " lookback_days %d, funnels_conversion_window_days %d)",
+            len(funnels),
+            len(plan),
+            reread,
+            settings.lookback_days,
+            settings.funnels_conversion_window_days,
+        )
         rows = 0
-        for planned, answer in ordered(api, plan, settings.query_max_workers):
+        failed: dict[int, str] = {}
+        moved: set[int] = set()
+        for planned, answer in ordered(api, plan, settings.query_max_workers, skip=failed):
+            if planned.funnel_id in failed:
+                continue
             if isinstance(answer, ExportError):
+                what = f"funnel {planned.funnel_id} {planned.window}: {answer.message}"
                 if answer.fatal:
-                    self.outcome.fatal = answer.message
-                else:
-                    self.outcome.failed = (
-                        f"funnel {planned.funnel_id} {planned.window}: {answer.message}"
-                    )
-                return
+                    self.outcome.fatal = what
+                    self._report_failures(failed, moved, len(funnels))
+                    return
+                self.logger.error("%s; its bookmark stays where it was", what)
+                failed[planned.funnel_id] = what
+                continue
             for day, values in sorted(answer.data.items()):
                 rows += 1
                 yield {
@@ -172,7 +196,20 @@ class FunnelsStream(QueryStream):
                 previous = bookmarks.get(planned.funnel_id)
                 bookmarks[planned.funnel_id] = done if previous is None else max(previous, done)
                 self.publish_state(dump_funnel_bookmarks(bookmarks))
-        self.outcome.summary = f"funnels finished: {rows} rows of {len(funnels)} funnels"
+                moved.add(planned.funnel_id)
+        self._report_failures(failed, moved, len(funnels))
+        self.outcome.summary = f"funnels finished: {rows} rows of {len(funnels)} funnels" + (
+            f", {len(failed)} failed" if failed else ""
+        )
+
+    def _report_failures(self, failed: Mapping[int, str], moved: set[int], funnels: int) -> None:
+        """Which funnels failed, and which bookmarks this run moved."""
+        if moved:
+            self.outcome.kept = "the failed funnels' bookmarks are unchanged (the others moved on)"
+        if failed:
+            self.outcome.failed = f"{len(failed)} of {funnels} funnels failed: " + "; ".join(
+                failed.values()
+            )
 
 
 def list_of(api: QueryApi) -> Any:
@@ -187,10 +224,13 @@ def list_of(api: QueryApi) -> Any:
 
 
 def ordered(
-    api: QueryApi, plan: list[FunnelWindow], workers: int
+    api: QueryApi, plan: list[FunnelWindow], workers: int, skip: Container[int] = ()
 ) -> Iterator[tuple[FunnelWindow, _Answer | ExportError]]:
     """Each window's answer (or the error that ended its retries), in plan order, fetched up
-    to ``workers`` at once and at most twice that many ahead; stops quietly on a signal."""
+    to ``workers`` at once and at most twice that many ahead; stops quietly on a signal.
+
+    Windows of a funnel in ``skip`` (a set the caller fills as funnels fail) are not fetched
+    from then on."""
     settings = api.settings
 
     def fetch(planned: FunnelWindow) -> _Answer | ExportError:
@@ -214,7 +254,12 @@ def ordered(
 
     try:
         yield from in_order(
-            api.loop, plan, lambda _, planned: fetch(planned), workers=workers, stop=api.stop_event
+            api.loop,
+            plan,
+            lambda _, planned: fetch(planned),
+            workers=workers,
+            stop=api.stop_event,
+            skip=lambda planned: planned.funnel_id in skip,
         )
     except StopRequested:
         return

@@ -17,7 +17,7 @@ from singer_sdk import typing as th
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.http.errors import ExportError, PartitionRejected, StreamCut
 from tap_mixpanel_parallel.http.limiter import StopRequested
-from tap_mixpanel_parallel.query.base import QueryOutcome, QueryStream
+from tap_mixpanel_parallel.query.base import APP_API, QUERY_API, QueryOutcome, QueryStream
 from tap_mixpanel_parallel.query.client import app_url, fetch_body, legacy_url, query_url
 from tap_mixpanel_parallel.settings import today_in
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 UTC = dt.timezone.utc
+#: Mixpanel's legacy annotations endpoint answers "Date range exceeds 90 days into the past" to
+#: an older from_date: it serves the last 90 days, today included.
+LEGACY_ANNOTATIONS_DAYS = 90
 
 
 class Cohort(msgspec.Struct):
@@ -41,26 +44,18 @@ class Cohort(msgspec.Struct):
     data_group_id: str | int | None = None
 
 
-class _User(msgspec.Struct):
-    id: int | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-
-
-class _Tag(msgspec.Struct):
-    id: int | None = None
-    name: str | None = None
-
-
 class Annotation(msgspec.Struct):
-    """One annotation, from the App API or the legacy endpoint."""
+    """One annotation, from the App API or the legacy endpoint.
+
+    ``user`` and ``tags`` are kept whole, whatever fields Mixpanel sends in them.
+    """
 
     id: int
     date: str | None = None
     description: str | None = None
     project_id: int | None = None
-    user: _User | None = None
-    tags: list[_Tag] | None = None
+    user: dict[str, Any] | None = None
+    tags: list[dict[str, Any]] | None = None
 
 
 class _AppAnnotations(msgspec.Struct):
@@ -82,6 +77,11 @@ def local_time(value: str | None, zone: ZoneInfo) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(UTC).isoformat()
+
+
+def legacy_annotations_start(start: dt.date, today: dt.date) -> dt.date:
+    """The first day the legacy annotations endpoint is asked for: never older than it serves."""
+    return max(start, today - dt.timedelta(days=LEGACY_ANNOTATIONS_DAYS - 1))
 
 
 def guarded(outcome: QueryOutcome, what: str, call: Callable[[], T]) -> T | None:
@@ -189,17 +189,28 @@ class AnnotationsStream(QueryStream):
                 th.Property("id", th.IntegerType),
                 th.Property("first_name", th.StringType),
                 th.Property("last_name", th.StringType),
+                additional_properties=True,
             ),
-            description="Who wrote it (App API only)",
+            description="Who wrote it, with whatever else Mixpanel says of them (App API only)",
         ),
         th.Property(
             "tags",
             th.ArrayType(
-                th.ObjectType(th.Property("id", th.IntegerType), th.Property("name", th.StringType))
+                th.ObjectType(
+                    th.Property("id", th.IntegerType),
+                    th.Property("name", th.StringType),
+                    additional_properties=True,
+                )
             ),
-            description="Its tags (App API only)",
+            description="Its tags, each as Mixpanel sends it (App API only)",
         ),
     ).to_dict()
+
+    @property
+    @override
+    def api_name(self) -> str:
+        """The App API with a service account, else the legacy endpoint of the Query API."""
+        return APP_API if self.settings.service_account else QUERY_API
 
     @override
     def read(self) -> Iterable[dict[str, Any]]:
@@ -212,9 +223,18 @@ class AnnotationsStream(QueryStream):
         else:
             url = legacy_url(settings, "annotations")
             today = today_in(settings.project_timezone)
+            first = legacy_annotations_start(settings.start_date, today)
+            if first > settings.start_date:
+                self.logger.warning(
+                    "annotations: Mixpanel's legacy endpoint serves only the last %d days, so"
+                    " annotations before %s are not read; a service account (the App API)"
+                    " reads them all",
+                    LEGACY_ANNOTATIONS_DAYS,
+                    first,
+                )
             params = {
-                "from_date": settings.start_date.isoformat(),
-                "to_date": settings.end_for(today).isoformat(),
+                "from_date": first.isoformat(),
+                "to_date": max(first, settings.end_for(today)).isoformat(),
             }
 
         def attempt() -> list[Annotation]:
@@ -240,7 +260,7 @@ class AnnotationsStream(QueryStream):
                 "date": local_time(a.date, zone),
                 "description": a.description,
                 "project_id": a.project_id if a.project_id is not None else settings.project_id,
-                "user": None if a.user is None else msgspec.structs.asdict(a.user),
-                "tags": None if a.tags is None else [msgspec.structs.asdict(t) for t in a.tags],
+                "user": a.user,
+                "tags": a.tags,
             }
         self.outcome.summary = f"annotations finished: {len(annotations)} annotations"

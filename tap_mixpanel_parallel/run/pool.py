@@ -133,7 +133,8 @@ class InOrder(Generic[T, R]):
     While the main thread takes results (:attr:`bounded`), at most ``window`` units are in
     flight or finished and not yet taken; before that (the stream waits for its turn) the
     window is lifted and only ``may_start`` bounds what starts, so a stream fetches its whole
-    plan while another is written out. ``may_start(in_flight)`` is asked before each start.
+    plan while another is written out. ``may_start(in_flight)`` is asked before each start; a
+    unit ``skip`` says no to when its turn to start comes is neither run nor handed back.
     """
 
     def __init__(
@@ -144,8 +145,10 @@ class InOrder(Generic[T, R]):
         *,
         window: int,
         may_start: Callable[[bool], bool] = lambda _in_flight: True,
+        skip: Callable[[T], bool] = lambda _item: False,
     ) -> None:
         self._items = items
+        self._skip = skip
         self._run = run
         self._pool = pool
         self._window = window
@@ -179,8 +182,11 @@ class InOrder(Generic[T, R]):
             and self._may_start(bool(self.pending))
         ):
             index = self.started
-            self.pending.append((index, self._pool.submit(self._run, index, self._items[index])))
             self.started += 1
+            if not self._skip(self._items[index]):
+                self.pending.append(
+                    (index, self._pool.submit(self._run, index, self._items[index]))
+                )
 
     def take(self) -> tuple[int, Future[R]]:
         """The next finished unit, in order (call only when :attr:`ready` is not empty)."""
@@ -194,14 +200,16 @@ def in_order(
     *,
     workers: int,
     stop: threading.Event,
+    skip: Callable[[T], bool] = lambda _item: False,
 ) -> Iterator[tuple[T, R]]:
     """Each item with ``run``'s value, in order, fetched up to ``workers`` at once and at most
-    twice that many ahead; ends quietly when ``stop`` is set.
+    twice that many ahead; ends quietly when ``stop`` is set. Items ``skip`` says no to when
+    their turn to start comes are left out.
 
     The value's exceptions are raised here, on the main thread.
     """
     pool = WorkerPool(workers, loop.wake)
-    units = InOrder(items, run, pool, window=2 * workers)
+    units = InOrder(items, run, pool, window=2 * workers, skip=skip)
     units.bounded = True
     runner = _Units(units, pool, stop)
     loop.add(runner)

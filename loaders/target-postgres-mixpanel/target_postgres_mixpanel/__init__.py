@@ -1,1 +1,3 @@
-"""target-postgres with a faster load of BATCH files."""
+"""target-postgres with a faster load of Singer SDK BATCH files."""
+
+__version__ = "0.2.0"

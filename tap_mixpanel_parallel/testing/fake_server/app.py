@@ -192,6 +192,7 @@ class FakeMixpanel:
         with self._lock:
             self.days += n
             self.today += timedelta(days=n)
+            self.query.data.today = self.today
             self._version += 1
             self.cache.reset(self._version)
 
@@ -338,4 +339,8 @@ class FakeMixpanel:
             message = err.message
             if err.status == 401 and request.faults.echo_credentials:
                 message += echo(request.header("Authorization"), request.faults.echo_padding)
+            if err.json_body:
+                body = json.dumps({"error": message, "status": "error"})
+                request.wire.simple(err.status, body, content_type="application/json")
+                return
             request.wire.simple(err.status, message)

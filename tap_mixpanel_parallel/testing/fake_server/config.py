@@ -73,6 +73,27 @@ class ServerConfig:
     )
     funnels: int = field(default=0, metadata=doc("saved funnels (ids 7001...)"))
     annotations: int = field(default=0, metadata=doc("annotations, one a day from --start"))
+    group_cohorts: int = field(
+        default=0,
+        metadata=doc(
+            "the last N cohorts are group cohorts (data_group_id 1), whose members are group"
+            " profiles company-00000... and must be queried with that data_group_id"
+        ),
+    )
+    funnel_window_days: int = field(
+        default=7,
+        metadata=doc(
+            "every funnel's conversion window: a day's conversions grow until this many days"
+            " after it (Mixpanel's default is 7)"
+        ),
+    )
+    annotation_extras: bool = field(
+        default=False,
+        metadata=doc(
+            "App API annotations also carry fields beyond the documented ones (user.email,"
+            " tags[].color)"
+        ),
+    )
     max_page_size: int = field(
         default=10_000, metadata=doc("the largest engage page_size honoured (larger is capped)")
     )

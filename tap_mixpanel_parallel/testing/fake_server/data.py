@@ -103,6 +103,8 @@ def build_fragments(event_bytes: int) -> list[str]:
             "note": 'line one\nline "two"',
             "greeting": "Grüße 東京 👋",
         }
+        if k % 3:  # identified: Mixpanel's simplified ID merge adds the user id
+            props["$user_id"] = f"member-{k:04d}"
         body = json.dumps(props, ensure_ascii=False, separators=(",", ":"))[1:-1]
         # A typical head as rendered by EventData._day_lines, plus the closing "}}\n".
         size = len(_TYPICAL_HEAD) + len(body.encode()) + len(',"description":""') + 3

@@ -27,10 +27,12 @@ STATUS_TEXT = {
 class HttpError(Exception):
     """A request refused before any byte of the response: its status and plain-text body."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, json_body: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: Sent as Mixpanel's JSON error body (``{"error": ..., "status": "error"}``).
+        self.json_body = json_body
 
 
 def format_seconds(value: float) -> str:

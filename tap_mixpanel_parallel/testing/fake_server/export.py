@@ -44,7 +44,7 @@ def handle(app: FakeMixpanel, request: Request) -> None:
     if faults.drip_seconds is not None:
         request.outcome.fault = "drip"
         data = b"".join(_lines(app, query, snap, faults))
-        _send_drip(app, request, data, faults)
+        send_drip(app, request, data, faults)
         return
     plan = decide(
         faults, dates, in_flight=request.in_flight, next_attempt=app.next_attempt, dates=dates
@@ -117,7 +117,7 @@ def _lines(app: FakeMixpanel, query: Query, snap: Snapshot, faults: Faults) -> I
                 yield line.encode() + b"\n"
 
 
-def _send_drip(app: FakeMixpanel, request: Request, data: bytes, faults: Faults) -> None:
+def send_drip(app: FakeMixpanel, request: Request, data: bytes, faults: Faults) -> None:
     """A whole ``Content-Length`` body, one byte at a time (with ``drip_headers``, from the
     status line on): each byte resets a client's read timeout."""
     wire, handler = request.wire, request.handler

@@ -133,6 +133,14 @@ class Faults:
             cli=False,
         ),
     )
+    query_statuses: dict[str, int] = field(
+        default_factory=dict,
+        metadata=doc(
+            "Query/App API path, or path?name=value -> status: every matching request gets it,"
+            ' as Mixpanel words it ({"error": ..., "status": "error"})',
+            cli=False,
+        ),
+    )
 
 
 @dataclass

@@ -17,14 +17,22 @@ annotations and funnel rows a complete sync must deliver (:class:`QueryData`).
 - **where**: only ``properties["$last_seen"] >= "<ISO date-time>"`` (what an incremental sync
   sends); anything else is a 400. ``filter_by_cohort={"id": N}`` selects a cohort's members.
 - **Cohorts**: ids ``101, 102, ...``; cohort ``101 + c`` holds every ``(c + 2)``-th profile.
+  The last ``group_cohorts`` of them are group cohorts (``data_group_id`` 1): their members are
+  group profiles (``company-NNNNN``), and engage answers Mixpanel's 400 "Cannot query one group
+  with cohorts of different groups" unless asked with that ``data_group_id``.
 - **Funnels**: ids ``7001, ...``; one row per day with two steps, counts a function of
-  (funnel, day).
-- **Annotations**: one a day from the dataset's start; the App API adds ``user`` and ``tags``,
-  the legacy endpoint ``project_id``.
+  (funnel, day). As in Mixpanel, a day's conversions keep growing until the conversion window
+  (``funnel_window_days``, 7 by default) has passed after it, so a day read too early is low.
+- **Annotations**: one a day from the dataset's start; the App API adds ``user`` and ``tags``
+  (with ``annotation_extras`` also ``user.email`` and ``tags[].color``), the legacy endpoint
+  ``project_id``. The legacy endpoint answers Mixpanel's 400 "Date range exceeds 90 days into
+  the past" to a ``from_date`` more than 90 days before today.
 
 Faults are the export's (``Faults``: 429 with or without Retry-After, 5xx, stalls, cuts,
-``max_concurrent``, ``status_override``), drawn per (path, query, page, attempt), plus expiring
-sessions. ``latency`` is waited before every answer.
+``max_concurrent``, ``status_override``, ``drip_seconds``), drawn per (path, query, page,
+attempt), plus expiring sessions and ``query_statuses`` (a status for one path, or one path and
+parameter, answered with Mixpanel's JSON error body). ``latency`` is waited before every
+answer.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import HttpError
+from .errors import STATUS_TEXT, HttpError
+from .export import send_drip
 from .faults import decide
 from .wire import stall
 
@@ -62,6 +71,11 @@ SESSION_WINDOW = 64
 SESSION_GONE = (
     "session_id {sid} is expired or unknown; query again from page 0 without a session_id"
 )
+#: How far back the legacy annotations endpoint serves, and what it says past that.
+LEGACY_ANNOTATIONS_DAYS = 90
+LEGACY_TOO_OLD = "Date range exceeds 90 days into the past"
+GROUP_ID = "1"
+DIFFERENT_GROUPS = "Cannot query one group with cohorts of different groups"
 _WHERE_RE = re.compile(r'\s*properties\["\$last_seen"\]\s*>=\s*"([^"\\]+)"\s*')
 _CITIES = ("Berlin", "Lagos", "Lima", "Osaka", "Toronto")
 _PLANS = ("free", "starter", "growth", "enterprise")
@@ -80,8 +94,12 @@ class QueryData:
         self.cohorts = config.cohorts
         self.funnels = config.funnels
         self.annotations = config.annotations
+        self.group_cohorts = config.group_cohorts
+        self.funnel_window_days = config.funnel_window_days
+        self.annotation_extras = config.annotation_extras
         self.start = config.start
         self.project_id = config.project_id
+        self.today = today
         self.last_seen_base = dt.datetime.combine(today, dt.time(12, 0))
         self.touched: dict[int, str] = {}
 
@@ -123,6 +141,17 @@ class QueryData:
     def profile(self, i: int) -> dict[str, Any]:
         return {"$distinct_id": self.distinct_id(i), "$properties": self.properties(i)}
 
+    @staticmethod
+    def group_key(i: int) -> str:
+        return f"company-{i:05d}"
+
+    def group_profile(self, i: int) -> dict[str, Any]:
+        return {"$distinct_id": self.group_key(i), "$properties": {"$name": f"Company {i}"}}
+
+    def is_group_cohort(self, cohort: int) -> bool:
+        c = cohort - 101
+        return self.cohorts - self.group_cohorts <= c < self.cohorts
+
     def matching(self, since: str | None = None, cohort: int | None = None) -> list[int]:
         """Indices of the profiles a query selects, in index order."""
         step = 1
@@ -131,6 +160,8 @@ class QueryData:
             if not 0 <= c < self.cohorts:
                 return []
             step = c + 2
+            if self.is_group_cohort(cohort):
+                return list(range(0, max(self.profiles // 4, 1), step))
         indices = range(0, self.profiles, step)
         if since is None:
             return list(indices)
@@ -142,9 +173,10 @@ class QueryData:
         return [101 + c for c in range(self.cohorts)]
 
     def cohort_list(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "count": len(range(0, self.profiles, c + 2)),
+        rows = []
+        for c in range(self.cohorts):
+            row: dict[str, Any] = {
+                "count": len(self.matching(cohort=101 + c)),
                 "is_visible": 1,
                 "description": f"Every profile whose number is a multiple of {c + 2}",
                 "created": f"2024-01-{c % 28 + 1:02d} 10:00:00",
@@ -152,8 +184,10 @@ class QueryData:
                 "id": 101 + c,
                 "name": f"Cohort {c + 1}",
             }
-            for c in range(self.cohorts)
-        ]
+            if self.is_group_cohort(101 + c):
+                row["data_group_id"] = GROUP_ID
+            rows.append(row)
+        return rows
 
     def annotation_list(self, app: bool) -> list[dict[str, Any]]:
         rows = []
@@ -167,6 +201,9 @@ class QueryData:
             if app:
                 row["user"] = {"id": 9, "first_name": "Ada", "last_name": "Lovelace"}
                 row["tags"] = [{"id": 1, "name": "release"}]
+                if self.annotation_extras:
+                    row["user"]["email"] = "ada@example.com"
+                    row["tags"][0]["color"] = "#3366ff"
             else:
                 row["project_id"] = self.project_id
             rows.append(row)
@@ -175,10 +212,15 @@ class QueryData:
     def funnel_list(self) -> list[dict[str, Any]]:
         return [{"funnel_id": 7001 + f, "name": f"Funnel {f + 1}"} for f in range(self.funnels)]
 
-    @staticmethod
-    def funnel_day(funnel_id: int, day: dt.date) -> dict[str, Any]:
+    def funnel_day(self, funnel_id: int, day: dt.date) -> dict[str, Any]:
+        """The day's counts as of the server's today: conversions still arrive until the
+        conversion window has passed after the day."""
         start = 100 + (funnel_id * 31 + day.toordinal()) % 400
         done = start * (20 + (day.toordinal() + funnel_id) % 50) // 100
+        age = (self.today - day).days
+        window = self.funnel_window_days
+        if age < window:
+            done = done * (max(age, 0) + 1) // (window + 1)
         first = {"count": start, "avg_time": None, "avg_time_from_start": None}
         second = {"count": done, "avg_time": 60, "avg_time_from_start": 60}
         return {
@@ -208,6 +250,7 @@ class _Session:
     order: array[int]
     page_size: int
     later_pages: int = 0
+    group: bool = False
 
 
 class QueryState:
@@ -220,13 +263,15 @@ class QueryState:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open_session(self, order: list[int], page_size: int) -> tuple[str, _Session]:
+    def open_session(
+        self, order: list[int], page_size: int, group: bool = False
+    ) -> tuple[str, _Session]:
         with self._lock:
             self.sessions_created += 1
             number = self.sessions_created
         sid = f"{number:06d}-{hashlib.sha256(str(number).encode()).hexdigest()[:10]}"
         random.Random(sid).shuffle(order)
-        session = _Session(number, array("l", order), page_size)
+        session = _Session(number, array("l", order), page_size, group=group)
         with self._lock:
             self._sessions[sid] = session
             while len(self._sessions) > SESSION_WINDOW:
@@ -254,6 +299,14 @@ def handle(app: FakeMixpanel, request: Request) -> None:
     if path.startswith("/api/app/") and mode != "service_account":
         raise HttpError(401, "the App API accepts service accounts only")
     params = request.params
+    forced = _forced_status(request.faults.query_statuses, path, params)
+    if forced is not None:
+        request.outcome.fault = "query_status"
+        raise HttpError(forced, STATUS_TEXT.get(forced, f"HTTP {forced}"), json_body=True)
+    if request.faults.drip_seconds is not None:
+        request.outcome.fault = "drip"
+        send_drip(app, request, _answer(app, request), request.faults)
+        return
     key = (path, *(f"{k}={v}" for k, v in sorted(params.items()) if k != "project_id"))
     plan = decide(request.faults, key, in_flight=request.in_flight, next_attempt=app.next_attempt)
     request.outcome.fault = plan.fault
@@ -289,7 +342,9 @@ def _answer(app: FakeMixpanel, request: Request) -> bytes:
     if path == FUNNELS_PATH:
         return _funnel(data, request.params)
     if path == LEGACY_ANNOTATIONS_PATH:
-        return _json({"annotations": data.annotation_list(app=False)})
+        first, last = _check_legacy_range(data, request.params)
+        rows = data.annotation_list(app=False)
+        return _json({"annotations": [r for r in rows if first <= r["date"][:10] <= last]})
     return _json({"status": "ok", "results": data.annotation_list(app=True)})
 
 
@@ -316,22 +371,52 @@ def _engage(app: FakeMixpanel, request: Request) -> bytes:
                 cohort = int(json.loads(params["filter_by_cohort"])["id"])
             except (ValueError, KeyError, TypeError):
                 raise HttpError(400, 'filter_by_cohort must look like {"id": 123}') from None
+        group = bool(params.get("data_group_id"))
+        if cohort is not None and (
+            state.data.is_group_cohort(cohort) != group
+            or (group and params["data_group_id"] != GROUP_ID)
+        ):
+            raise HttpError(400, DIFFERENT_GROUPS, json_body=True)
         size = min(_int(params.get("page_size") or "1000", "page_size"), state.max_page_size)
         if size < 1:
             raise HttpError(400, "page_size must be positive")
-        sid, session = state.open_session(state.data.matching(since, cohort), size)
+        sid, session = state.open_session(state.data.matching(since, cohort), size, group)
     else:
         session = state.later_page(sid, faults.expire_sessions, faults.expire_after_pages)
     size = session.page_size
     head: dict[str, Any] = {"page": page, "page_size": size, "session_id": sid, "status": "ok"}
     if page == 0:
         head["total"] = len(session.order)
-    profile = state.data.profile
+    profile = state.data.group_profile if session.group else state.data.profile
     results = ",".join(
         json.dumps(profile(i), separators=(",", ":"))
         for i in session.order[page * size : (page + 1) * size]
     )
     return (json.dumps(head)[:-1] + ',"results":[' + results + "]}").encode()
+
+
+def _forced_status(statuses: dict[str, int], path: str, params: dict[str, str]) -> int | None:
+    """``Faults.query_statuses``: a status for ``path``, or for ``path?name=value``."""
+    if path in statuses:
+        return statuses[path]
+    for key, status in statuses.items():
+        where, _, pair = key.partition("?")
+        name, _, value = pair.partition("=")
+        if where == path and pair and params.get(name) == value:
+            return status
+    return None
+
+
+def _check_legacy_range(data: QueryData, params: dict[str, str]) -> tuple[str, str]:
+    """The inclusive range asked for, as YYYY-MM-DD, if Mixpanel serves it."""
+    try:
+        start = dt.date.fromisoformat(params["from_date"])
+        end = dt.date.fromisoformat(params["to_date"])
+    except (KeyError, ValueError):
+        raise HttpError(400, "from_date and to_date (YYYY-MM-DD) are required", True) from None
+    if (data.today - start).days > LEGACY_ANNOTATIONS_DAYS:
+        raise HttpError(400, LEGACY_TOO_OLD, json_body=True)
+    return start.isoformat(), end.isoformat()
 
 
 def _funnel(data: QueryData, params: dict[str, str]) -> bytes:
