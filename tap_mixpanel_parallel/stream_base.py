@@ -41,10 +41,10 @@ class SpooledStream(PartitionBookmarks):
     def start(self, *, ahead: bool = False) -> None:
         """Start fetching before the stream's turn to be written out (main thread).
 
-        The tap calls it for the first selected stream of each API before the SDK syncs the
-        first stream, so their workers fetch side by side while the main thread writes out one
-        stream after another;
-        with ``ahead`` a stream may fetch further than its look-ahead window while it waits.
+        The tap calls it for ``events`` and the first selected query stream before the SDK
+        syncs the first stream, so their workers fetch side by side while the main thread
+        writes out one stream after another; with ``ahead`` a stream may fetch further than its
+        look-ahead window while it waits.
         A stream that does not fetch in the background keeps this no-op.
         """
 

@@ -265,21 +265,22 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             self.run_loop.close()
 
     def _start_streams(self) -> None:
-        """Start now the first selected stream of each API, in sync order.
+        """Start now the first selected stream of the export and of the Query and App APIs.
 
-        Each API has its own budget (the export's, the Query API's), so its first stream fetches
-        beside the others while the main thread writes out one after another, and a run costs
-        about its longest stream rather than the sum. Later streams of the same API start in
-        their turn: they share that API's budget, and an earlier one may find the API refusing
-        the credentials, in which case they must not ask it at all. A run of one stream starts
-        it in its turn, as the SDK would, fetching no further ahead than its look-ahead window.
+        The export and the Query API have budgets of their own, so the first stream of each
+        fetches beside the other while the main thread writes out one after another, and a run
+        costs about its longest stream rather than the sum. Later query streams start in their
+        turn: they share the Query API's budget, and an earlier one may find the credentials
+        (shared by the Query and App APIs) refused, in which case they must not ask at all. A
+        run of one stream starts it in its turn, as the SDK would, fetching no further ahead
+        than its look-ahead window.
         """
         selected = [s for s in self.streams.values() if isinstance(s, SpooledStream) and s.selected]
         if len(selected) < 2:
             return
         apis: set[str] = set()
         for stream in selected:
-            api = stream.api_name if isinstance(stream, QueryStream) else EventsStream.name
+            api = "query" if isinstance(stream, QueryStream) else EventsStream.name
             if api in apis:
                 continue
             apis.add(api)
