@@ -97,6 +97,20 @@ class SpooledStream(PartitionBookmarks):
             return None
         return batch_config
 
+    def sends_batches(self) -> bool:
+        """True when the SDK will sync this stream through :meth:`get_batches`.
+
+        Asked before the stream's turn (by a stream started early, whose workers must know
+        whether to encode RECORD messages or bare records); the same rule as
+        :meth:`get_batch_config`, without its warning.
+        """
+        return (
+            self.batches
+            and self._batch_files is not None
+            and self.uses_fast_path()
+            and super().get_batch_config(self.config) is not None
+        )
+
     @override
     def get_batches(
         self, batch_config: BatchConfig, context: Context | None = None
@@ -126,6 +140,24 @@ class SpooledStream(PartitionBookmarks):
     def settings(self) -> Settings:
         """The tap's checked settings."""
         return self._settings()
+
+    def start(self, *, ahead: bool = False) -> None:
+        """Start fetching before the stream's turn to be written out (main thread).
+
+        The tap calls it for ``events`` and the first selected query stream before the SDK
+        syncs the first stream, so their workers fetch side by side while the main thread
+        writes out one stream after another; with ``ahead`` a stream may fetch further than its
+        look-ahead window while it waits.
+        A stream that does not fetch in the background keeps this no-op.
+        """
+
+    @property
+    def given_state(self) -> Mapping[str, Any]:
+        """The stream's state as the run was given it, read without adding an empty entry to
+        the tap's state: a stream started early shows in no STATE before its turn."""
+        bookmarks = self.tap_state.get("bookmarks") or {}
+        given = bookmarks.get(self.name) or {}
+        return given if isinstance(given, Mapping) else {}
 
     def uses_fast_path(self) -> bool:
         """True when records can go out exactly as the workers encoded them.

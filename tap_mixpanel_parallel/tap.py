@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar, NoReturn
@@ -21,7 +20,6 @@ from singer_sdk.helpers.capabilities import (
 
 from tap_mixpanel_parallel.compat import override
 from tap_mixpanel_parallel.export.plan import FIXED, duration, run_cost
-from tap_mixpanel_parallel.export.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.export.state import check_state, read_state_file
 from tap_mixpanel_parallel.export.stream import EventsStream
 from tap_mixpanel_parallel.locks import hold_state_lock
@@ -38,12 +36,13 @@ from tap_mixpanel_parallel.query.base import QueryStream, RunStopped
 from tap_mixpanel_parallel.query.engage import CohortMembersStream, EngageStream
 from tap_mixpanel_parallel.query.funnels import FunnelsStream, load_funnel_bookmarks
 from tap_mixpanel_parallel.query.lists import AnnotationsStream, CohortsStream
-from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX as QUERY_THREAD_PREFIX
 from tap_mixpanel_parallel.query.state import load_engage_state
 from tap_mixpanel_parallel.run.batch import BatchFiles, check_storage, describe
+from tap_mixpanel_parallel.run.pool import RunLoop, workers_finished
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.sdk_seams import StateFileHook, SyncHooks
 from tap_mixpanel_parallel.settings import CONFIG_SCHEMA, Settings, SettingsError
+from tap_mixpanel_parallel.stream_base import SpooledStream
 
 EXIT_FAILED_PARTITIONS = 1
 EXIT_FATAL = 2
@@ -105,7 +104,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             FunnelsStream,
         )
         return [
-            EventsStream(self, lambda: self.settings, self.batch_files),
+            EventsStream(self, lambda: self.settings, self.batch_files, self.run_loop),
             *(
                 kind(self, lambda: self.settings, self.query_api, self.run_halted, self.batch_files)
                 for kind in query_streams
@@ -129,7 +128,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     def query_api(self) -> QueryApi:
         """The Query API budget and sessions every query stream of this run shares."""
         if self._query_api is None:
-            self._query_api = QueryApi(self.settings, self.name, self.logger)
+            self._query_api = QueryApi(self.settings, self.name, self.logger, self.run_loop)
         return self._query_api
 
     def _query_streams(self) -> list[QueryStream]:
@@ -201,8 +200,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         Two different signals are one stop: Ctrl+C sends SIGINT to the whole process group and
         Meltano then adds a SIGTERM of its own.
         """
-        runner = self._events().runner
-        if runner is None and self._query_api is None:
+        if not self.run_loop.started:
             # Nothing is in flight (discovery, start-up): stop now, as a signal should.
             sys.exit(EXIT_SIGNAL_BASE + signum)
         if self._signal is None:
@@ -214,10 +212,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
                 signum,
                 STOP_GRACE_SECONDS,
             )
-            if runner is not None:
-                runner.stop()
-            if self._query_api is not None:
-                self._query_api.stop()
+            self.run_loop.stop()
             STDOUT.begin_stop()
             return
         if signum not in self._signals_seen:
@@ -234,9 +229,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
 
     def _exit_now(self, code: int) -> NoReturn:
         """Leave at once: no spool behind, stdout given back as found."""
-        runner = self._events().runner
-        if runner is not None and runner.spool_dir is not None:
-            runner.spool_dir.remove()
+        self.run_loop.close()
         STDOUT.restore()
         sys.stderr.flush()
         os._exit(code)
@@ -244,6 +237,8 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
     _signal: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Drives and stops every stream's workers (the streams made by the SDK's init use it).
+        self.run_loop = RunLoop()
         super().__init__(*args, **kwargs)
         self._signals_seen: set[int] = set()
         if isinstance(self.message_writer, StdoutWriter):
@@ -256,9 +251,11 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
 
     @override
     def run_streams(self) -> None:
-        """The SDK's sync, with the errors that end a run turned into one line each."""
+        """Every selected stream started, then the SDK's sync, which writes them out one after
+        another; the errors that end a run turned into one line each."""
         try:
             self._log_cost()
+            self._start_streams()
             super().run_streams()
         except RunStopped:
             pass  # after_sync reports it; the last STATE written is the one to resume from
@@ -281,6 +278,34 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
             self.logger.error("stdout was closed by its reader (did the target exit?); stopping")
             _stdout_to_devnull()
             self._exit_now(EXIT_FATAL if self._signal is None else EXIT_SIGNAL_BASE + self._signal)
+        finally:
+            # Streams started but never written out (the run stopped first) stop fetching,
+            # and their spool folders go.
+            self.run_loop.close()
+
+    def _start_streams(self) -> None:
+        """Start now the first selected stream of the export and of the Query and App APIs.
+
+        The export and the Query API have budgets of their own, so the first stream of each
+        fetches beside the other while the main thread writes out one after another, and a run
+        costs about its longest stream rather than the sum. Later query streams start in their
+        turn: they share the Query API's budget, and an earlier one may find the credentials
+        (shared by the Query and App APIs) refused, in which case they must not ask at all. A
+        run of one stream starts it in its turn, as the SDK would, fetching no further ahead
+        than its look-ahead window.
+        """
+        selected = [s for s in self.streams.values() if isinstance(s, SpooledStream) and s.selected]
+        if len(selected) < 2:
+            return
+        apis: set[str] = set()
+        for stream in selected:
+            api = "query" if isinstance(stream, QueryStream) else EventsStream.name
+            if api in apis:
+                continue
+            apis.add(api)
+            if self.run_halted():
+                return
+            stream.start(ahead=True)
 
     def _log_cost(self) -> None:
         """Before any request: what the run costs and the least time Mixpanel's budgets allow."""
@@ -361,7 +386,7 @@ class TapMixpanelParallel(SyncHooks, StateFileHook):
         if code:
             sys.stdout.flush()
             sys.stderr.flush()
-            if not _workers_finished(WORKER_EXIT_GRACE_SECONDS):
+            if not workers_finished(WORKER_EXIT_GRACE_SECONDS):
                 # A worker stuck in a stalled read would keep the process alive for up to
                 # request_timeout; everything owed is already in the STATE just written.
                 os._exit(code)
@@ -408,16 +433,6 @@ def _stdout_to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-def _workers_finished(grace: float) -> bool:
-    """Give idle or stopping workers a moment to end; True when none is left."""
-    deadline = time.monotonic() + grace
-    prefixes = (WORKER_THREAD_PREFIX, QUERY_THREAD_PREFIX)
-    for thread in threading.enumerate():
-        if thread.name.startswith(prefixes):
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(t.is_alive() and t.name.startswith(prefixes) for t in threading.enumerate())
 
 
 if __name__ == "__main__":

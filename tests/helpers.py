@@ -153,3 +153,13 @@ def machine_zone(name: str) -> Iterator[None]:
         else:
             os.environ["TZ"] = before
         time.tzset()
+
+
+def most_at_once(requests: list[Any]) -> int:
+    """The most of ``requests`` (server log entries) that were in flight at one moment."""
+    edges = sorted([(r.started, 1) for r in requests] + [(r.ended, -1) for r in requests])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak

@@ -17,23 +17,16 @@ messages and touches state.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
 
-import backoff
-
 from tap_mixpanel_parallel.export.partitions import PlannedPartition
 from tap_mixpanel_parallel.export.plan import (
-    GIVE_UP,
     SPLIT,
     Pieces,
     after_failure,
@@ -45,8 +38,11 @@ from tap_mixpanel_parallel.http.limiter import (
     RETRY_AFTER_CAP_SECONDS,
     RateLimiter,
     StopRequested,
+    Throttle,
 )
+from tap_mixpanel_parallel.http.retry import SplitInstead, with_retries
 from tap_mixpanel_parallel.run.dates import Partition
+from tap_mixpanel_parallel.run.pool import InOrder, RunLoop, WorkerPool
 from tap_mixpanel_parallel.run.spool import SpoolBudget, SpoolDir, open_spool, remove_stale
 from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
 
@@ -63,9 +59,6 @@ class Spooled(NamedTuple):
 
 #: Fetch one attempt of a partition (or of a piece of a split one) into the open spool file.
 Attempt = Callable[[PlannedPartition, IO[bytes], threading.Event], Spooled]
-
-MAX_BACKOFF_SECONDS = 60.0
-WORKER_THREAD_PREFIX = "mixpanel-export"
 
 
 @dataclass
@@ -126,6 +119,7 @@ class PartitionRunner:
         backoff_factor: float = 1.0,
         max_spool_bytes: int | None = None,
         spool_parent: str | None = None,
+        loop: RunLoop | None = None,
     ) -> None:
         self._attempt = attempt
         self._limiter = limiter
@@ -134,6 +128,7 @@ class PartitionRunner:
         self._logger = logger
         self._backoff_factor = backoff_factor
         self._spool_parent = spool_parent
+        self._loop = loop if loop is not None else RunLoop()
         self.budget = SpoolBudget(
             max_spool_bytes,
             on_full=lambda: logger.info(
@@ -156,6 +151,8 @@ class PartitionRunner:
         self._served: list[int] = []
         self._sizes = threading.Lock()
         self._announced: int | None = None
+        self._pool: WorkerPool | None = None
+        self._units: InOrder[PlannedPartition, list[PartitionResult]] | None = None
 
     def stop(self) -> None:
         """Start no more partitions and abandon the ones in flight (safe from a signal)."""
@@ -163,12 +160,22 @@ class PartitionRunner:
         self.stop_event.set()
 
     def run(self, planned: Sequence[PlannedPartition]) -> Iterator[PartitionResult]:
-        """Yield one result per partition in plan order, until all are done or a stop.
+        """Yield one result per partition (one per piece of a split one) in plan order, until
+        all are done or a stop.
 
         After a stop or a fatal error it yields nothing more: what follows the last yielded
         result is owed to the next run.
         """
-        window = 2 * self._max_workers
+        self.start(planned)
+        return self.results()
+
+    def start(self, planned: Sequence[PlannedPartition], *, ahead: bool = False) -> None:
+        """Start fetching.
+
+        With ``ahead``, until :meth:`results` is first asked the plan is fetched as far ahead
+        as the spool byte bound allows (not only the look-ahead window), so the stream loses no
+        time while the main thread writes out another stream.
+        """
         swept = remove_stale(self._spool_parent)
         if swept.directories:
             self._logger.info(
@@ -185,34 +192,52 @@ class PartitionRunner:
                 " free space there or point TMPDIR elsewhere"
             )
             return
-        pool = ThreadPoolExecutor(
-            max_workers=self._max_workers, thread_name_prefix=WORKER_THREAD_PREFIX
+        self._pool = WorkerPool(self._max_workers, self._loop.wake)
+        budget = self.budget
+
+        def run_one(index: int, planned: PlannedPartition) -> list[PartitionResult]:
+            return self._run_one(index, planned, _spool_path(spool_dir, index))
+
+        self._units = InOrder(
+            planned,
+            run_one,
+            self._pool,
+            window=2 * self._max_workers,
+            may_start=lambda in_flight: not self._halted() and not (in_flight and budget.full()),
         )
-        pending: deque[tuple[int, Future[list[PartitionResult]]]] = deque()
+        self._units.bounded = not ahead
+        self._loop.add(self)
+        self.pump()
+
+    def pump(self) -> None:
+        """Take in finished partitions and start more (main thread)."""
+        units = self._units
+        if units is None or self.stop_event.is_set():
+            return
+        units.pump()
+        self.budget.set_head(units.head)
+
+    def results(self) -> Iterator[PartitionResult]:
+        """The started plan's results, in plan order (main thread)."""
+        units = self._units
+        if units is None or self.spool_dir is None:
+            return
+        spool_dir = self.spool_dir
+        units.bounded = True
         budget = self.budget
         try:
-            submitted = 0
-            while submitted < len(planned) or pending:
-                while (
-                    submitted < len(planned)
-                    and len(pending) < window
-                    and not self._halted()
-                    and not (pending and budget.full())
-                ):
-                    spool = _spool_path(spool_dir, submitted)
-                    future = pool.submit(self._run_one, submitted, planned[submitted], spool)
-                    pending.append((submitted, future))
-                    submitted += 1
-                if not pending or self.stop_event.is_set():
+            while True:
+                self._loop.wait_for(
+                    lambda: self.stop_event.is_set() or bool(units.ready) or units.finished
+                )
+                if self.stop_event.is_set() or not units.ready:
                     # A stop hands over nothing more, even partitions already spooled: writing
                     # them out could take as long as the run itself.
                     break
-                head, future = pending[0]
-                budget.set_head(head)
-                results = self._wait(future)
-                if results is None or results[-1].status is Status.STOPPED:
+                head, future = units.take()
+                results = future.result()
+                if results[-1].status is Status.STOPPED:
                     break
-                pending.popleft()
                 for result in results:
                     yield result
                     if result.spool is not None:
@@ -223,22 +248,20 @@ class PartitionRunner:
                 if results[-1].status is Status.FATAL:
                     break
         finally:
-            # Never wait here for a worker stuck in a stalled read: it checks the stop
-            # event between chunks, and the caller decides how long a stop may take.
-            self.stop_event.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            spool_dir.remove()
+            self.close()
+
+    def close(self) -> None:
+        """Stop, drop the spool folder; never waits for a worker stuck in a stalled read: it
+        checks the stop event between chunks, and the caller decides how long a stop may take."""
+        self.stop_event.set()
+        if self._pool is not None:
+            self._pool.close()
+        if self.spool_dir is not None:
+            self.spool_dir.remove()
+        self._loop.remove(self)
 
     def _halted(self) -> bool:
         return self.stop_event.is_set() or self.fatal_event.is_set() or self.throttled_out.is_set()
-
-    def _wait(self, future: Future[list[PartitionResult]]) -> list[PartitionResult] | None:
-        while True:
-            # futures.TimeoutError is the builtin one only from Python 3.11 on.
-            with contextlib.suppress(futures.TimeoutError):
-                return future.result(timeout=0.2)
-            if self.stop_event.is_set():
-                return None
 
     def _run_one(self, index: int, planned: PlannedPartition, spool: Path) -> list[PartitionResult]:
         """Fetch a partition; when Mixpanel cuts it, fetch it again in halves, down to days.
@@ -301,10 +324,7 @@ class PartitionRunner:
     ) -> PartitionResult | None:
         """One range with retries; None when it should be fetched in halves instead."""
         started = time.monotonic()
-        delays = backoff.expo(factor=self._backoff_factor, max_value=MAX_BACKOFF_SECONDS)
-        next(delays)  # the first value of python-backoff generators is a priming value
         attempts = 0  # requests made, 429s included (what the state and the log report)
-        failures = 0  # failed attempts that spend max_retries: every error but a 429
 
         def result(
             status: Status, error: str = "", spooled: Spooled | None = None
@@ -333,74 +353,79 @@ class PartitionRunner:
                 self.budget.release(index, spool.stat().st_size)
                 spool.unlink(missing_ok=True)
 
-        while True:
-            if self._halted():
-                return result(Status.STOPPED)
+        def attempt() -> Spooled:
+            nonlocal attempts
             attempts += 1
             try:
-                with (
-                    self._limiter.slot(self.stop_event),
-                    open_spool(spool, self.budget, index, self.stop_event, fresh=first) as sink,
-                ):
-                    spooled = self._attempt(
+                with open_spool(spool, self.budget, index, self.stop_event, fresh=first) as sink:
+                    return self._attempt(
                         PlannedPartition(piece, planned.retry_of_failed), sink, self.stop_event
                     )
-                self._limiter.succeeded()
-                return result(Status.OK, spooled=spooled)
-            except StopRequested:
-                return result(Status.STOPPED)
             except ExportError as exc:
-                if self.stop_event.is_set():
-                    return result(Status.STOPPED)
                 if not exc.retryable or not first:
                     # Free the disk now: a full disk is the usual reason, and the spool of a
                     # piece that will not be emitted is of no use.
                     discard()
-                if exc.fatal:
-                    self.fatal_event.set()
-                    return result(Status.FATAL, exc.message)
-                if isinstance(exc, RateLimited):
-                    error = self._throttled(planned, exc)
-                    if error:
-                        return result(Status.FAILED, error)
-                    continue  # the limiter holds this worker, and every other, for the pause
-                failures += 1
-                step = after_failure(
-                    piece,
-                    failures,
-                    self._max_retries,
-                    retryable=exc.retryable,
-                    splittable=exc.splittable,
-                )
-                if step == GIVE_UP:
-                    return result(Status.FAILED, exc.message)
-                if step == SPLIT:
-                    # A range Mixpanel cut once it will most likely cut again.
-                    discard()
-                    return None
-                delay = backoff.full_jitter(next(delays))
-                self._logger.warning(
-                    "partition %s: attempt %d failed (%s); retrying in %.1fs",
-                    piece,
-                    attempts,
-                    exc.message,
-                    delay,
-                )
-                if self.stop_event.wait(delay):
-                    return result(Status.STOPPED)
+                raise
 
-    def _throttled(self, planned: PlannedPartition, exc: RateLimited) -> str:
-        """Pause every worker for a 429; the partition's error when the run gives up instead.
+        def on_retry(number: int, exc: ExportError, delay: float) -> None:
+            self._logger.warning(
+                "partition %s: attempt %d failed (%s); retrying in %.1fs",
+                piece,
+                number,
+                exc.message,
+                delay,
+            )
+
+        def split(exc: ExportError, failures: int) -> bool:
+            # A range Mixpanel cut once it will most likely cut again.
+            step = after_failure(
+                piece,
+                failures,
+                self._max_retries,
+                retryable=exc.retryable,
+                splittable=exc.splittable,
+            )
+            return step == SPLIT
+
+        try:
+            spooled = with_retries(
+                attempt,
+                limiter=self._limiter,
+                stop=self.stop_event,
+                max_retries=self._max_retries,
+                max_throttle_streak=MAX_THROTTLE_STREAK,
+                on_retry=on_retry,
+                on_throttle=lambda exc, throttle: self._throttled(planned, exc, throttle),
+                backoff_factor=self._backoff_factor,
+                halted=self._halted,
+                split=split,
+            )
+        except StopRequested:
+            return result(Status.STOPPED)
+        except SplitInstead:
+            discard()
+            return None
+        except RateLimited as exc:
+            # Out of patience with 429s: the run starts no more partitions.
+            self.throttled_out.set()
+            return result(
+                Status.FAILED,
+                f"gave up after {MAX_THROTTLE_STREAK} pauses for 429s in a row without one"
+                f" successful request (the run starts no more partitions); {exc.message}",
+            )
+        except ExportError as exc:
+            if exc.fatal:
+                self.fatal_event.set()
+                return result(Status.FATAL, exc.message)
+            return result(Status.FAILED, exc.message)
+        return result(Status.OK, spooled=spooled)
+
+    def _throttled(self, planned: PlannedPartition, exc: RateLimited, throttle: Throttle) -> None:
+        """Say that every worker waits for a 429.
 
         Over budget means every worker is: all of them wait, and fewer go at once afterwards.
         """
-        throttle = self._limiter.throttled(exc.retry_after)
-        if throttle.streak > MAX_THROTTLE_STREAK:
-            self.throttled_out.set()
-            return (
-                f"gave up after {MAX_THROTTLE_STREAK} pauses for 429s in a row without one"
-                f" successful request (the run starts no more partitions); {exc.message}"
-            )
         if exc.retry_after is None:
             why = "no Retry-After"
         elif throttle.capped_from is not None:
@@ -419,7 +444,6 @@ class PartitionRunner:
             throttle.streak,
             MAX_THROTTLE_STREAK,
         )
-        return ""
 
 
 def _seconds(value: float) -> str:

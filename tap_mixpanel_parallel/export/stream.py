@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_mixpanel_parallel.compat import override
@@ -32,14 +33,15 @@ from tap_mixpanel_parallel.export.worker import ExportWorkers
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.output import STDOUT, StopWriting
 from tap_mixpanel_parallel.progress import Progress
-from tap_mixpanel_parallel.run.batch import batch_error
+from tap_mixpanel_parallel.run.batch import BatchFiles, batch_error
+from tap_mixpanel_parallel.run.pool import RunLoop
 from tap_mixpanel_parallel.run.status import Status
 from tap_mixpanel_parallel.run.text import decode_record
-from tap_mixpanel_parallel.settings import today_in
+from tap_mixpanel_parallel.settings import Settings, today_in
 from tap_mixpanel_parallel.stream_base import SpooledStream, Unit
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from singer_sdk.helpers.types import Context
 
@@ -53,6 +55,18 @@ class RunOutcome:
     #: Planned partitions neither exported nor saved as failed (a stop, a fatal error).
     unsettled: int = 0
     summary: str = ""
+
+
+class _Started(NamedTuple):
+    """What :meth:`EventsStream.start` planned and opened, for the write-out."""
+
+    plan: list[PlannedPartition]
+    state: ExportState
+    today: dt.date
+    fast: bool
+    batching: bool
+    workers: ExportWorkers
+    progress: Progress
 
 
 class EventsStream(SpooledStream):
@@ -92,23 +106,27 @@ class EventsStream(SpooledStream):
 
     batches = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        tap: Tap,
+        settings: Callable[[], Settings],
+        batch_files: Callable[[], BatchFiles] | None,
+        loop: RunLoop,
+    ) -> None:
+        super().__init__(tap, settings, batch_files)
+        self._loop = loop
         self.runner: PartitionRunner | None = None
         self.outcome = RunOutcome()
+        self._started: _Started | None = None
 
     @override
-    def units(self, context: Context | None) -> Iterable[Unit]:
-        """Run the plan; in the fast path records are written here and nothing is yielded.
-
-        On the BATCH route each complete partition is yielded as a manifest, and its STATE is
-        written once the SDK wrote the BATCH message and asked for the next one.
-        """
+    def start(self, *, ahead: bool = False) -> None:
+        """Plan the run and start the workers; :meth:`units` writes out what they fetch."""
         settings = self.settings
         zone = settings.project_timezone
         today = today_in(zone)
-        state = load_state(self.stream_state)
-        given = self.stream_state.get("failed_partitions") or []
+        state = load_state(self.given_state)
+        given = self.given_state.get("failed_partitions") or []
         if len(state.failed) < len(given):
             self.logger.warning(
                 "state failed_partitions has overlapping ranges (edited by hand?): merged into"
@@ -134,11 +152,11 @@ class EventsStream(SpooledStream):
             )
         plan = self.plan(state, today)
         fast = self.uses_fast_path()
-        batches = self.batch_out
+        batching = self.sends_batches()
         encoder = RecordEncoder(
             time_in_ms=settings.time_in_ms,
             zone=None if zone.key == "UTC" else zone,
-            as_messages=fast and batches is None,
+            as_messages=fast and not batching,
             sanitize=settings.sanitize_text,
         )
         limiter = RateLimiter(
@@ -171,10 +189,30 @@ class EventsStream(SpooledStream):
             max_retries=settings.max_retries,
             logger=self.logger,
             max_spool_bytes=settings.max_spool_mb << 20,
+            loop=self._loop,
         )
+        self.runner.start(plan, ahead=ahead)
+        self.outcome.unsettled = len(plan)
+        self._started = _Started(plan, state, today, fast, batching, workers, progress)
+
+    @override
+    def units(self, context: Context | None) -> Iterable[Unit]:
+        """Write out the plan's partitions in order; in the fast path records are written here
+        and nothing is yielded.
+
+        On the BATCH route each complete partition is yielded as a manifest, and its STATE is
+        written once the SDK wrote the BATCH message and asked for the next one.
+        """
+        if self._started is None:
+            self.start()
+        assert self._started is not None
+        assert self.runner is not None
+        plan, state, today, fast, batching, workers, progress = self._started
+        batches = self.batch_out
+        assert batching == (batches is not None), "the workers encoded for the other route"
         settled = 0
         try:
-            for result in self.runner.run(plan):
+            for result in self.runner.results():
                 # Only a complete partition comes with a spool.
                 if result.spool is not None and batches is not None:
                     # Files that cannot be written (a full disk, a read-only folder, a
@@ -233,9 +271,7 @@ class EventsStream(SpooledStream):
     def planned(self) -> list[PlannedPartition]:
         """The plan the next sync will run, from the incoming state (for the cost logged first)."""
         today = today_in(self.settings.project_timezone)
-        # Read, not through stream_state: that would create the stream's entry in the state,
-        # which the SDK then emits as a STATE before the first SCHEMA.
-        state = load_state(self.tap_state.get("bookmarks", {}).get(self.name, {}))
+        state = load_state(self.given_state)
         if (latest := bookmark_in_future(state, today)) is not None:
             state = replace(state, bookmark=latest)
         return self.plan(state, today)

@@ -3,8 +3,8 @@
 The Query API has its own budget (5 concurrent queries and 60 an hour per project), separate
 from the raw export's, so it has its own :class:`RateLimiter`: however much of the export's
 hourly budget ``events`` used, the query streams start with theirs whole, and the other way
-round. The SDK syncs one stream after another, so the two never compete at the same moment;
-the query streams of one run share this one limiter, so together they stay within budget.
+round, and ``events`` fetching beside a query stream takes nothing from it. The query streams
+of one run share this one limiter, so together they stay within budget.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from tap_mixpanel_parallel.http.errors import ExportError
 from tap_mixpanel_parallel.http.limiter import RateLimiter
 from tap_mixpanel_parallel.http.retry import with_retries
 from tap_mixpanel_parallel.http.session import SessionPool
 from tap_mixpanel_parallel.query.client import QUERY_ACCEPT
+from tap_mixpanel_parallel.run.pool import RunLoop
 from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK
 from tap_mixpanel_parallel.settings import Settings
 
@@ -28,18 +29,15 @@ QUERY_REQUESTS_PER_SECOND = 100.0
 T = TypeVar("T")
 
 
-class Stoppable(Protocol):
-    """A runner that a signal can stop."""
-
-    def stop(self) -> None:
-        """Start nothing more; abandon what is in flight."""
-
-
 class QueryApi:
     """The Query API budget and per-thread sessions of one run."""
 
-    def __init__(self, settings: Settings, user_agent: str, logger: logging.Logger) -> None:
+    def __init__(
+        self, settings: Settings, user_agent: str, logger: logging.Logger, loop: RunLoop
+    ) -> None:
         self.settings = settings
+        #: The run's loop: query runners are driven and stopped by it, with every other stream.
+        self.loop = loop
         self.logger = logger
         self.limiter = RateLimiter(
             max_concurrent=settings.query_max_workers,
@@ -56,24 +54,12 @@ class QueryApi:
         self.cut = False
         #: API name -> why its streams may not start (an earlier one got a 401 or 403).
         self.refused: dict[str, str] = {}
-        self._runner: Stoppable | None = None
+        loop.on_stop(self.stop_event.set)
 
     @property
     def interrupted(self) -> bool:
         """True once a signal stopped the query streams."""
         return self.stop_event.is_set()
-
-    def attach(self, runner: Stoppable) -> None:
-        """The runner a signal must stop from now on (stopped at once after a signal)."""
-        self._runner = runner
-        if self.stop_event.is_set():
-            runner.stop()
-
-    def stop(self) -> None:
-        """Stop the running query stream and start no other (safe from a signal handler)."""
-        self.stop_event.set()
-        if self._runner is not None:
-            self._runner.stop()
 
     def call(self, what: str, attempt: Callable[[], T]) -> T:
         """One request (a list, a funnel window) with the shared retries, on this thread."""

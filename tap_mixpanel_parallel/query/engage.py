@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 from singer_sdk import typing as th
@@ -97,20 +97,42 @@ class _EngageQueries(QueryStream):
     """Runs engage queries and emits each one whole, in order."""
 
     batches = True
+    _runner: QueryRunner | None = None
+    _jobs: list[QueryJob] | None = None
 
-    def run_jobs(self, jobs: list[QueryJob], window: int) -> Iterator[QueryJob]:
-        """Yield finished jobs; the ok ones' spool files are there until the next one."""
+    def plan_jobs(self) -> tuple[list[QueryJob], int] | None:
+        """The queries and how many may run at once; None when the stream cannot start."""
+        raise NotImplementedError
+
+    @override
+    def start(self, *, ahead: bool = False) -> None:
+        """Plan the queries and start their first pages (the window bounds queries, not
+        pages, so ``ahead`` changes nothing here)."""
+        if self._jobs is not None:
+            return
+        planned = self.plan_jobs()
+        self._jobs = [] if planned is None else planned[0]
+        if planned is None:
+            return
         settings = self.settings
-        runner = QueryRunner(
+        self._runner = QueryRunner(
             fetch=engage_fetch(self.api),
             limiter=self.api.limiter,
             max_workers=settings.query_max_workers,
             max_retries=settings.max_retries,
             charge_pages=settings.query_pages_count_against_hourly_budget,
             logger=self.logger,
+            loop=self.api.loop,
         )
-        self.api.attach(runner)
-        for job in runner.run(jobs, window):
+        self._runner.start(*planned)
+
+    def run_jobs(self) -> Iterator[QueryJob]:
+        """Yield finished jobs; the ok ones' spool files are there until the next one."""
+        self.start()
+        runner = self._runner
+        if runner is None:
+            return
+        for job in runner.results():
             if job.status is Status.FATAL:
                 self.outcome.fatal = job.error
                 return
@@ -136,8 +158,20 @@ class _EngageQueries(QueryStream):
             self.logger.error("%s failed after %.1fs: %s", job.label, job.seconds, job.error)
 
 
+class _EngagePlan(NamedTuple):
+    """What :meth:`EngageStream.plan_jobs` decided, for the STATE after the query."""
+
+    given: EngageState
+    started: dt.datetime
+    bookmark: dt.datetime | None
+    full: bool
+    where: str | None
+
+
 class EngageStream(_EngageQueries):
     """People profiles, incremental on ``$last_seen``."""
+
+    _plan: _EngagePlan | None = None
 
     name = "engage"
     primary_keys = ("distinct_id",)
@@ -159,10 +193,11 @@ class EngageStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def read(self) -> Iterable[Unit]:
-        """One engage query; its records are emitted once all its pages are on disk."""
+    def plan_jobs(self) -> tuple[list[QueryJob], int] | None:
+        """One query: every profile, or those seen since the bookmark less the look-back, or
+        every profile again when a full read is due."""
         settings = self.settings
-        given = load_engage_state(self.stream_state)
+        given = load_engage_state(self.given_state)
         started = _now()
         bookmark = given.bookmark
         if ahead_of(bookmark, started) is not None:
@@ -182,19 +217,27 @@ class EngageStream(_EngageQueries):
             self.logger.info("engage: reading every profile (%s)", _why_full(given, settings))
         else:
             self.logger.info("engage: reading profiles where %s", where)
-        fast = self.uses_fast_path()
+        self._plan = _EngagePlan(given, started, bookmark, full, where)
         job = QueryJob(
             index=0,
             label="engage",
             form={} if where is None else {"where": where},
             encoder=ProfileEncoder(
                 self.name,
-                as_messages=fast and self.batch_out is None,
+                as_messages=self.uses_fast_path() and not self.sends_batches(),
                 sanitize=settings.sanitize_text,
             ),
             page_size=settings.engage_page_size,
         )
-        for done in self.run_jobs([job], window=1):
+        return [job], 1
+
+    @override
+    def read(self) -> Iterable[Unit]:
+        """The engage query; its records are emitted once all its pages are on disk."""
+        fast = self.uses_fast_path()
+        for done in self.run_jobs():
+            assert self._plan is not None
+            given, started, bookmark, full, where = self._plan
             self.log_job(done)
             if done.status is not Status.OK:
                 self.outcome.failed = f"engage: {done.error}"
@@ -264,6 +307,7 @@ class CohortMembersStream(_EngageQueries):
     primary_keys = ("cohort_id", "distinct_id")
     replication_key = None
     selected_by_default = False  # one query per cohort, against 60 an hour
+    _cohort_ids: tuple[int, ...] = ()
 
     schema = th.PropertiesList(
         th.Property("cohort_id", th.IntegerType, required=True, description="The cohort's id"),
@@ -279,14 +323,14 @@ class CohortMembersStream(_EngageQueries):
     ).to_dict()
 
     @override
-    def read(self) -> Iterable[Unit]:
-        """Every cohort's members; a failed cohort fails the stream, the others still load."""
+    def plan_jobs(self) -> tuple[list[QueryJob], int] | None:
+        """One query per cohort, as many at once as the Query API allows."""
         cohorts = list_cohorts(self.api, self.outcome)
         if cohorts is None:
-            return
+            return None
         fast = self.uses_fast_path()
         settings = self.settings
-        cohort_ids = [c["id"] for c in cohorts]
+        self._cohort_ids = tuple(c["id"] for c in cohorts)
         jobs = [
             QueryJob(
                 index=number,
@@ -294,7 +338,7 @@ class CohortMembersStream(_EngageQueries):
                 form=cohort_form(cohort["id"], cohort["data_group_id"]),
                 encoder=ProfileEncoder(
                     self.name,
-                    as_messages=fast and self.batch_out is None,
+                    as_messages=fast and not self.sends_batches(),
                     extra=member_columns(cohort["id"], cohort["data_group_id"]),
                     with_profile=False,
                     sanitize=settings.sanitize_text,
@@ -303,16 +347,26 @@ class CohortMembersStream(_EngageQueries):
             )
             for number, cohort in enumerate(cohorts)
         ]
+        return jobs, settings.query_max_workers
+
+    @override
+    def read(self) -> Iterable[Unit]:
+        """Every cohort's members; a failed cohort fails the stream, the others still load."""
+        fast = self.uses_fast_path()
+        self.start()
+        if self._runner is None:
+            return  # listing the cohorts failed: the outcome says why
+        jobs = self._jobs or []
         failed: list[str] = []
         total = 0
-        for done in self.run_jobs(jobs, window=settings.query_max_workers):
+        for done in self.run_jobs():
             self.log_job(done)
             if done.status is not Status.OK:
                 failed.append(done.label)
                 continue
             total += done.records
             yield from self.emit_spool(
-                done.page_paths(), done.records, fast, f"cohort-{cohort_ids[done.index]}"
+                done.page_paths(), done.records, fast, f"cohort-{self._cohort_ids[done.index]}"
             )
         if failed:
             self.outcome.failed = f"{len(failed)} of {len(jobs)} cohorts failed: " + ", ".join(

@@ -16,9 +16,7 @@ would move its bookmark past the failed one), the other funnels load and move on
 from __future__ import annotations
 
 import datetime as dt
-from collections import deque
 from collections.abc import Container, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +30,8 @@ from tap_mixpanel_parallel.query.api import QueryApi
 from tap_mixpanel_parallel.query.base import QueryStream
 from tap_mixpanel_parallel.query.client import fetch_body, query_url
 from tap_mixpanel_parallel.query.lists import decode, guarded
-from tap_mixpanel_parallel.query.runner import WORKER_THREAD_PREFIX
 from tap_mixpanel_parallel.run.dates import Partition, split_date_range
+from tap_mixpanel_parallel.run.pool import in_order
 from tap_mixpanel_parallel.run.state import StateError
 from tap_mixpanel_parallel.settings import today_in
 
@@ -254,22 +252,14 @@ def ordered(
         except ExportError as exc:
             return exc
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=WORKER_THREAD_PREFIX)
-    pending: deque[tuple[FunnelWindow, Future[_Answer | ExportError]]] = deque()
-    queue = deque(plan)
     try:
-        while queue or pending:
-            while queue and len(pending) < 2 * workers:
-                planned = queue.popleft()
-                if planned.funnel_id not in skip:
-                    pending.append((planned, pool.submit(fetch, planned)))
-            if not pending:
-                return
-            planned, future = pending.popleft()
-            try:
-                answer = future.result()
-            except StopRequested:
-                return
-            yield planned, answer
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        yield from in_order(
+            api.loop,
+            plan,
+            lambda _, planned: fetch(planned),
+            workers=workers,
+            stop=api.stop_event,
+            skip=lambda planned: planned.funnel_id in skip,
+        )
+    except StopRequested:
+        return

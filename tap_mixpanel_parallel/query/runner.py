@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -46,9 +44,10 @@ from tap_mixpanel_parallel.query.paging import (
 )
 from tap_mixpanel_parallel.query.records import PageWritten, ProfileEncoder
 from tap_mixpanel_parallel.query.state import later
+from tap_mixpanel_parallel.run.pool import RunLoop, WorkerPool
+from tap_mixpanel_parallel.run.spool import SpoolDir
 from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
 
-WORKER_THREAD_PREFIX = "mixpanel-query"
 #: Queries of at least this many pages log their progress about every tenth of them.
 PROGRESS_MIN_PAGES = 20
 
@@ -128,6 +127,7 @@ class QueryRunner:
         logger: logging.Logger,
         stop_event: threading.Event | None = None,
         backoff_factor: float = 1.0,
+        loop: RunLoop | None = None,
     ) -> None:
         self._fetch = fetch
         self._limiter = limiter
@@ -138,9 +138,15 @@ class QueryRunner:
         self._backoff_factor = backoff_factor
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.fatal: str | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._loop = loop if loop is not None else RunLoop()
+        self._pool: WorkerPool | None = None
+        self._spool: SpoolDir | None = None
         self._pending: set[Future[_PageResult]] = set()
         self._by_job: dict[int, set[Future[_PageResult]]] = {}
+        self._jobs: Sequence[QueryJob] = ()
+        self._queued: deque[QueryJob] = deque()
+        self._active: deque[QueryJob] = deque()
+        self._window = 1
 
     def run(self, jobs: Sequence[QueryJob], window: int = 1) -> Iterator[QueryJob]:
         """Yield each job once it is done (ok or failed), in the order given.
@@ -148,47 +154,70 @@ class QueryRunner:
         An ok job's pages are on disk until the next job is asked for. After a stop or a fatal
         error nothing more is yielded.
         """
-        self._pool = ThreadPoolExecutor(
-            max_workers=self._max_workers, thread_name_prefix=WORKER_THREAD_PREFIX
-        )
-        active: deque[QueryJob] = deque()
-        queued = deque(jobs)
-        with tempfile.TemporaryDirectory(
-            prefix="tap-mixpanel-parallel-query-", ignore_cleanup_errors=True
-        ) as spool:
-            try:
-                while queued or active:
-                    while queued and len(active) < window and not self._halted():
-                        job = queued.popleft()
-                        job.spool_dir = Path(spool)
-                        job.started = time.monotonic()
-                        self._submit(job, 0, None)
-                        active.append(job)
-                    while active and active[0].status is not None:
-                        job = active.popleft()
-                        job.seconds = time.monotonic() - job.started
-                        yield job
-                        _remove(job.page_paths() if job.status is Status.OK else [])
-                    if self._halted() or not active:
-                        if self._halted():
-                            return
-                        continue
-                    done, _ = futures.wait(
-                        self._pending, timeout=0.2, return_when=futures.FIRST_COMPLETED
+        self.start(jobs, window)
+        return self.results()
+
+    def start(self, jobs: Sequence[QueryJob], window: int = 1) -> None:
+        """Start the first ``window`` jobs; the run loop keeps them going from here on."""
+        self._spool = SpoolDir()
+        self._pool = WorkerPool(self._max_workers, self._loop.wake)
+        self._jobs = jobs
+        self._queued = deque(jobs)
+        self._window = window
+        self._loop.add(self)
+        self.pump()
+
+    def pump(self) -> None:
+        """Settle finished pages and start queued jobs as the window allows (main thread)."""
+        if self._spool is None:
+            return
+        for future in [f for f in self._pending if f.done()]:
+            self._pending.discard(future)
+            if not future.cancelled():
+                self._settle(self._jobs, future.result())
+        while self._queued and len(self._active) < self._window and not self._halted():
+            job = self._queued.popleft()
+            job.spool_dir = self._spool.path
+            job.started = time.monotonic()
+            self._submit(job, 0, None)
+            self._active.append(job)
+
+    def results(self) -> Iterator[QueryJob]:
+        """The started jobs, each once it is done, in the order given (main thread)."""
+        active = self._active
+        try:
+            while self._queued or active:
+                self._loop.wait_for(
+                    lambda: (
+                        self._halted()
+                        or not (self._queued or active)
+                        or (bool(active) and active[0].status is not None)
                     )
-                    for future in done:
-                        self._pending.discard(future)
-                        if not future.cancelled():
-                            self._settle(jobs, future.result())
-            finally:
-                # Never wait for a worker stuck in a stalled read: it checks the stop event
-                # between chunks, and the caller decides how long a stop may take.
-                self.stop_event.set()
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                )
+                while active and active[0].status is not None:
+                    job = active.popleft()
+                    job.seconds = time.monotonic() - job.started
+                    yield job
+                    _remove(job.page_paths() if job.status is Status.OK else [])
+                if self._halted():
+                    return
+        finally:
+            self.close()
 
     def stop(self) -> None:
         """Start nothing more and abandon what is in flight (safe from a signal handler)."""
         self.stop_event.set()
+
+    def close(self) -> None:
+        """Stop and drop the spool folder; never waits for a worker stuck in a stalled read:
+        it checks the stop event between chunks, and the caller decides how long a stop may
+        take."""
+        self.stop_event.set()
+        if self._pool is not None:
+            self._pool.close()
+        if self._spool is not None:
+            self._spool.remove()
+        self._loop.remove(self)
 
     def _halted(self) -> bool:
         return self.stop_event.is_set() or self.fatal is not None
