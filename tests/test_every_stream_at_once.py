@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections import Counter
 
+from tap_mixpanel_parallel.testing.fake_server import Faults
 from tests.helpers import (
     all_ids,
     base_config,
@@ -122,6 +123,49 @@ def test_each_stream_is_written_whole_and_state_follows_what_was_written(
     assert (
         run.bookmark["replication_key_value"] == (START + dt.timedelta(days=DAYS - 1)).isoformat()
     )
+
+
+def test_ranges_split_beside_engage_still_deliver_every_event_once(
+    fake_server, run_tap, catalog_for
+):
+    # every export request for more than two days is cut, while engage pages beside it
+    server = fake_server(
+        start=START,
+        days=14,
+        events_per_day=10,
+        profiles=200,
+        latency=0.1,
+        faults=Faults(cut_longer_than_days=2),
+    )
+    config = side_by_side_config(server, partition_days=7)
+    run = run_tap(config, extra_args=catalog_for(config, "events", "engage"))
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    ids = [
+        m["record"]["insert_id"]
+        for m in run.messages
+        if m.get("stream") == "events" and "record" in m
+    ]
+    assert Counter(ids).most_common(1)[0][1] == 1, "an event was delivered twice"
+    assert sorted(ids) == all_ids(server)
+    assert run.bookmark["failed_partitions"] == []
+    exports, pages = export_requests(server), engage_requests(server)
+    assert {r.fault for r in exports if r.fault is not None} == {"too_large"}
+    assert all(days_of(r) <= 2 for r in exports if r.fault is None)
+    assert any(e.started < p.ended and p.started < e.ended for e in exports for p in pages)
+    profiles = [
+        m["record"]["distinct_id"]
+        for m in run.messages
+        if m["type"] == "RECORD" and m["stream"] == "engage"
+    ]
+    assert len(profiles) == len(set(profiles)) == 200
+    assert "fetching it in halves" in run.stderr
+
+
+def days_of(request) -> int:
+    return (
+        dt.date.fromisoformat(request.to_date) - dt.date.fromisoformat(request.from_date)
+    ).days + 1
 
 
 def _day(time: str) -> str:
