@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=int, default=30_000)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="28 days, 5,000 profiles, 0.3 s")
+    parser.add_argument("--quick", action="store_true", help="21 days, 3,000 profiles, 0.2 s")
     parser.add_argument("--output", type=Path, default=HERE / "results-streams.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.days, args.profiles, args.latency = 28, 5_000, 0.3
+        args.days, args.profiles, args.latency = 21, 3_000, 0.2
     end = (START + dt.timedelta(days=args.days - 1)).isoformat()
     events = args.days * args.events_per_day
     results: dict[str, Any] = {
