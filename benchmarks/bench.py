@@ -308,6 +308,24 @@ def tap_command(config: Path) -> list[str]:
     return [str(exe), "--config", str(config)]
 
 
+def selecting_catalog(config: Path, out: Path, *streams: str) -> Path:
+    """The tap's discovered catalog with exactly ``streams`` selected, written to ``out``."""
+    exe = Path(sys.executable).parent / "tap-mixpanel-parallel"
+    catalog = json.loads(
+        subprocess.run(
+            [str(exe), "--config", str(config), "--discover"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
+    out.write_text(json.dumps(catalog))
+    return out
+
+
 def partitions(scenario: Scenario, days: int = 7) -> list[tuple[dt.date, dt.date]]:
     out = []
     first = START

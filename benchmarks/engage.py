@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -61,24 +60,6 @@ class ProfileServer(bench.FakeServer):
         self.launch(cmd)
 
 
-def engage_catalog(config: Path, out: Path) -> Path:
-    """The tap's discovered catalog with only ``engage`` selected."""
-    exe = Path(sys.executable).parent / "tap-mixpanel-parallel"
-    catalog = json.loads(
-        subprocess.run(
-            [str(exe), "--config", str(config), "--discover"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            entry["metadata"]["selected"] = stream["tap_stream_id"] == "engage"
-    out.write_text(json.dumps(catalog))
-    return out
-
-
 def tap_contender(name: str, label: str, work: Path, url: str, **settings: Any) -> Contender:
     config = work / f"{name}.json"
     config.write_text(
@@ -93,7 +74,7 @@ def tap_contender(name: str, label: str, work: Path, url: str, **settings: Any) 
             }
         )
     )
-    catalog = engage_catalog(config, work / f"{name}-catalog.json")
+    catalog = bench.selecting_catalog(config, work / f"{name}-catalog.json", "engage")
     return Contender(name, label, [*bench.tap_command(config), "--catalog", str(catalog)])
 
 

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -68,20 +67,7 @@ def contender(name: str, label: str, work: Path, url: str, end: str, *streams: s
             }
         )
     )
-    exe = Path(sys.executable).parent / "tap-mixpanel-parallel"
-    catalog = json.loads(
-        subprocess.run(
-            [str(exe), "--config", str(config), "--discover"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
-    path = work / f"{name}-catalog.json"
-    path.write_text(json.dumps(catalog))
+    path = bench.selecting_catalog(config, work / f"{name}-catalog.json", *streams)
     return Contender(name, label, [*bench.tap_command(config), "--catalog", str(path)])
 
 
