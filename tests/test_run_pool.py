@@ -13,9 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_mixpanel_parallel.http.errors import RateLimited, TransientError
+from tap_mixpanel_parallel.http.errors import (
+    PartitionRejected,
+    RateLimited,
+    StreamCut,
+    TransientError,
+)
 from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested
-from tap_mixpanel_parallel.http.retry import with_retries
+from tap_mixpanel_parallel.http.retry import SplitInstead, with_retries
 from tap_mixpanel_parallel.run.pool import (
     InOrder,
     RunLoop,
@@ -218,3 +223,56 @@ def test_a_success_after_retries_returns_its_value():
         == "whole"
     )
     assert seen == [1, 2]
+
+
+def test_split_ends_the_tries_when_the_caller_would_rather_fetch_pieces():
+    # a cut range: retried whole once (split says no), then given to the caller to split
+    calls, asked = [], []
+
+    def attempt():
+        calls.append(1)
+        raise StreamCut("export terminated early")
+
+    def split(exc, failures):
+        asked.append((type(exc).__name__, failures))
+        return failures == 2
+
+    with pytest.raises(SplitInstead) as raised:
+        with_retries(
+            attempt,
+            limiter=_limiter(),
+            stop=threading.Event(),
+            max_retries=5,
+            on_retry=lambda *_: None,
+            max_throttle_streak=10,
+            backoff_factor=0.001,
+            split=split,
+        )
+    assert calls == [1, 1]
+    assert asked == [("StreamCut", 1), ("StreamCut", 2)]
+    assert raised.value.error.message == "export terminated early"
+
+
+def test_split_is_not_asked_once_the_retries_are_spent_or_the_error_cannot_be_retried():
+    asked = []
+
+    def split(exc, failures):
+        asked.append(failures)
+        return True
+
+    for error, retries in ((StreamCut("cut"), 0), (PartitionRejected("bad request"), 3)):
+
+        def attempt(error=error):
+            raise error
+
+        with pytest.raises(type(error)):
+            with_retries(
+                attempt,
+                limiter=_limiter(),
+                stop=threading.Event(),
+                max_retries=retries,
+                on_retry=lambda *_: None,
+                max_throttle_streak=10,
+                split=split,
+            )
+    assert asked == []
