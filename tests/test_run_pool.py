@@ -80,17 +80,34 @@ def test_a_bounded_window_starts_no_more_than_it_while_the_head_is_slow():
         pool.close()
 
 
-def test_an_unbounded_window_starts_everything_may_start_allows():
+def test_an_unbounded_window_keeps_starting_as_units_finish_until_may_start_says_no():
     loop = RunLoop()
     pool = WorkerPool(2, loop.wake)
+    release = threading.Event()
     allowed = 7
+
+    def run(index, _):
+        release.wait(30)
+        return index
+
     units = InOrder(
-        list(range(20)), lambda i, _: i, pool, window=2, may_start=lambda _: units.started < allowed
+        list(range(20)), run, pool, window=2, may_start=lambda _: units.started < allowed
     )
     try:
         units.pump()
-        assert units.started == allowed  # not bound by the window while nobody takes results
+        # no request starts before a worker is free to read it through
+        assert units.started == 2
+        release.set()
+        deadline = time.monotonic() + 30
+        while len(units.ready) < allowed and time.monotonic() < deadline:
+            loop.wake.wait(0.2)
+            loop.wake.clear()
+            units.pump()
+        # not bound by the window while nobody takes results: only by may_start
+        assert units.started == allowed
+        assert [index for index, _ in units.ready] == list(range(allowed))
     finally:
+        release.set()
         pool.close()
 
 

@@ -168,3 +168,40 @@ def test_partitions_larger_than_the_spool_bound_all_finish_in_order():
         assert r.budget.total <= 3_000_000 + 3 * (1 << 20)
     assert seen == [(i, True, 3_000_000) for i in range(6)]
     assert r.budget.total == 0
+
+
+def test_a_stream_waiting_its_turn_fetches_past_the_window_up_to_the_spool_bound():
+    # 100 KB a partition against a 350 KB bound: four fit before it is full, far fewer than the
+    # twenty planned and more than the look-ahead window of two (one worker).
+    fetched = []
+
+    def attempt(planned, sink, stop):
+        sink.write(b"x" * 99_999 + b"\n")
+        fetched.append(planned.partition.from_date)
+        return Spooled(1)
+
+    r = PartitionRunner(
+        attempt=attempt,
+        limiter=RateLimiter(max_concurrent=1, per_second=1000, per_hour=100000),
+        max_workers=1,
+        max_retries=0,
+        logger=LOG,
+        max_spool_bytes=350_000,
+    )
+    r.start(plan(20), ahead=True)
+    try:
+        deadline = time.monotonic() + 30
+        previous = -1
+        while time.monotonic() < deadline:  # the main thread writing out another stream
+            r.pump()
+            time.sleep(0.05)
+            if len(fetched) == previous and not r._units.pending:
+                break
+            previous = len(fetched)
+        assert len(fetched) == 4, "fetched ahead until the spool bound, and no further"
+        assert not r._units.pending, "a partition was started with no room to spool it"
+        results = list(r.results())  # its turn: every partition, in order
+    finally:
+        r.close()
+    assert [result.index for result in results] == list(range(20))
+    assert all(result.ok for result in results)

@@ -198,12 +198,15 @@ class PartitionRunner:
         def run_one(index: int, planned: PlannedPartition) -> list[PartitionResult]:
             return self._run_one(index, planned, _spool_path(spool_dir, index))
 
+        def may_start(in_flight: bool) -> bool:
+            # Past a full spool one partition still starts while the main thread takes results
+            # (it is the head, or soon will be); a stream waiting its turn starts none, so no
+            # request stalls mid-body while another stream is written out.
+            waiting = self._units is not None and not self._units.bounded
+            return not self._halted() and not ((in_flight or waiting) and budget.full())
+
         self._units = InOrder(
-            planned,
-            run_one,
-            self._pool,
-            window=2 * self._max_workers,
-            may_start=lambda in_flight: not self._halted() and not (in_flight and budget.full()),
+            planned, run_one, self._pool, window=2 * self._max_workers, may_start=may_start
         )
         self._units.bounded = not ahead
         self._loop.add(self)

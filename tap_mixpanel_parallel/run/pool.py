@@ -111,6 +111,7 @@ class WorkerPool:
     """Threads for one runner's units; each finished unit wakes the run loop."""
 
     def __init__(self, workers: int, wake: threading.Event) -> None:
+        self.workers = workers
         self._executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=WORKER_THREAD_PREFIX
         )
@@ -132,9 +133,11 @@ class InOrder(Generic[T, R]):
 
     While the main thread takes results (:attr:`bounded`), at most ``window`` units are in
     flight or finished and not yet taken; before that (the stream waits for its turn) the
-    window is lifted and only ``may_start`` bounds what starts, so a stream fetches its whole
-    plan while another is written out. ``may_start(in_flight)`` is asked before each start; a
-    unit ``skip`` says no to when its turn to start comes is neither run nor handed back.
+    window is lifted: no more units are in flight than the pool has workers, and ``may_start``
+    bounds how many finished ones may wait (the spool's byte bound), so a stream fetches ahead
+    while another is written out, each request started only when a worker is free to read it
+    through. ``may_start(in_flight)`` is asked before each start; a unit ``skip`` says no to
+    when its turn to start comes is neither run nor handed back.
     """
 
     def __init__(
@@ -178,7 +181,11 @@ class InOrder(Generic[T, R]):
             self.ready.append(self.pending.popleft())
         while (
             self.started < len(self._items)
-            and (not self.bounded or len(self.pending) + len(self.ready) < self._window)
+            and (
+                len(self.pending) + len(self.ready) < self._window
+                if self.bounded
+                else len(self.pending) < self._pool.workers
+            )
             and self._may_start(bool(self.pending))
         ):
             index = self.started
