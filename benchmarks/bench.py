@@ -308,8 +308,23 @@ def tap_command(config: Path) -> list[str]:
     return [str(exe), "--config", str(config)]
 
 
-def selecting_catalog(config: Path, out: Path, *streams: str) -> Path:
-    """The tap's discovered catalog with exactly ``streams`` selected, written to ``out``."""
+def selecting_contender(
+    name: str, label: str, work: Path, url: str, streams: tuple[str, ...], **settings: Any
+) -> Contender:
+    """The tap with a catalog selecting exactly ``streams``; ``settings`` over the defaults."""
+    config = work / f"{name}.json"
+    config.write_text(
+        json.dumps(
+            {
+                "service_account_username": USERNAME,
+                "service_account_secret": SECRET,
+                "project_id": PROJECT_ID,
+                "api_url": url,
+                "start_date": START.isoformat(),
+                **settings,
+            }
+        )
+    )
     exe = Path(sys.executable).parent / "tap-mixpanel-parallel"
     catalog = json.loads(
         subprocess.run(
@@ -322,8 +337,9 @@ def selecting_catalog(config: Path, out: Path, *streams: str) -> Path:
     for stream in catalog["streams"]:
         for entry in stream["metadata"]:
             entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
-    out.write_text(json.dumps(catalog))
-    return out
+    path = work / f"{name}-catalog.json"
+    path.write_text(json.dumps(catalog))
+    return Contender(name, label, [*tap_command(config), "--catalog", str(path)])
 
 
 def partitions(scenario: Scenario, days: int = 7) -> list[tuple[dt.date, dt.date]]:

@@ -61,21 +61,7 @@ class ProfileServer(bench.FakeServer):
 
 
 def tap_contender(name: str, label: str, work: Path, url: str, **settings: Any) -> Contender:
-    config = work / f"{name}.json"
-    config.write_text(
-        json.dumps(
-            {
-                "service_account_username": USERNAME,
-                "service_account_secret": SECRET,
-                "project_id": PROJECT_ID,
-                "api_url": url,
-                "start_date": START.isoformat(),
-                **settings,
-            }
-        )
-    )
-    catalog = bench.selecting_catalog(config, work / f"{name}-catalog.json", "engage")
-    return Contender(name, label, [*bench.tap_command(config), "--catalog", str(catalog)])
+    return bench.selecting_contender(name, label, work, url, ("engage",), **settings)
 
 
 def singer_io_contender(work: Path, url: str, venv: Path) -> Contender:

@@ -54,21 +54,7 @@ class SlowServer(bench.FakeServer):
 
 def contender(name: str, label: str, work: Path, url: str, end: str, *streams: str) -> Contender:
     """The tap with a catalog selecting exactly ``streams``, default settings otherwise."""
-    config = work / f"{name}.json"
-    config.write_text(
-        json.dumps(
-            {
-                "service_account_username": USERNAME,
-                "service_account_secret": SECRET,
-                "project_id": PROJECT_ID,
-                "api_url": url,
-                "start_date": START.isoformat(),
-                "end_date": end,
-            }
-        )
-    )
-    path = bench.selecting_catalog(config, work / f"{name}-catalog.json", *streams)
-    return Contender(name, label, [*bench.tap_command(config), "--catalog", str(path)])
+    return bench.selecting_contender(name, label, work, url, streams, end_date=end)
 
 
 def main(argv: list[str] | None = None) -> int:

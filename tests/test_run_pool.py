@@ -174,6 +174,20 @@ def _limiter():
     return RateLimiter(max_concurrent=4, per_second=1000, per_hour=100000, bare_429_seconds=0.01)
 
 
+def _retries(attempt, **hooks):
+    """with_retries with quick waits; ``hooks`` set the rest."""
+    hooks = {
+        "limiter": _limiter(),
+        "stop": threading.Event(),
+        "max_retries": 5,
+        "on_retry": lambda *_: None,
+        "max_throttle_streak": 10,
+        "backoff_factor": 0.001,
+        **hooks,
+    }
+    return with_retries(attempt, **hooks)
+
+
 def test_the_retry_loop_stops_before_an_attempt_once_its_runner_is_halted():
     calls = []
     halted = threading.Event()
@@ -184,16 +198,7 @@ def test_the_retry_loop_stops_before_an_attempt_once_its_runner_is_halted():
         raise TransientError("reset")
 
     with pytest.raises(StopRequested):
-        with_retries(
-            attempt,
-            limiter=_limiter(),
-            stop=threading.Event(),
-            max_retries=5,
-            on_retry=lambda *_: None,
-            max_throttle_streak=10,
-            backoff_factor=0.001,
-            halted=halted.is_set,
-        )
+        _retries(attempt, halted=halted.is_set)
     assert calls == [1]
 
 
@@ -204,10 +209,8 @@ def test_429s_are_told_to_on_throttle_and_give_up_after_the_streak():
         raise RateLimited("HTTP 429", retry_after=None)
 
     with pytest.raises(RateLimited):
-        with_retries(
+        _retries(
             attempt,
-            limiter=_limiter(),
-            stop=threading.Event(),
             max_retries=0,
             on_retry=lambda *a: retries.append(a),
             max_throttle_streak=2,
@@ -228,15 +231,7 @@ def test_a_success_after_retries_returns_its_value():
 
     seen = []
     assert (
-        with_retries(
-            attempt,
-            limiter=_limiter(),
-            stop=threading.Event(),
-            max_retries=2,
-            on_retry=lambda number, exc, delay: seen.append(number),
-            max_throttle_streak=10,
-            backoff_factor=0.001,
-        )
+        _retries(attempt, max_retries=2, on_retry=lambda number, exc, delay: seen.append(number))
         == "whole"
     )
     assert seen == [1, 2]
@@ -255,16 +250,7 @@ def test_split_ends_the_tries_when_the_caller_would_rather_fetch_pieces():
         return failures == 2
 
     with pytest.raises(SplitInstead) as raised:
-        with_retries(
-            attempt,
-            limiter=_limiter(),
-            stop=threading.Event(),
-            max_retries=5,
-            on_retry=lambda *_: None,
-            max_throttle_streak=10,
-            backoff_factor=0.001,
-            split=split,
-        )
+        _retries(attempt, split=split)
     assert calls == [1, 1]
     assert asked == [("StreamCut", 1), ("StreamCut", 2)]
     assert raised.value.error.message == "export terminated early"
@@ -283,13 +269,5 @@ def test_split_is_not_asked_once_the_retries_are_spent_or_the_error_cannot_be_re
             raise error
 
         with pytest.raises(type(error)):
-            with_retries(
-                attempt,
-                limiter=_limiter(),
-                stop=threading.Event(),
-                max_retries=retries,
-                on_retry=lambda *_: None,
-                max_throttle_streak=10,
-                split=split,
-            )
+            _retries(attempt, max_retries=retries, split=split)
     assert asked == []
