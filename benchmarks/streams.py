@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=int, default=30_000)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="21 days, 3,000 profiles, 0.2 s")
+    parser.add_argument("--quick", action="store_true", help="14 days, 2,000 profiles, 0.2 s")
     parser.add_argument("--output", type=Path, default=HERE / "results-streams.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.days, args.profiles, args.latency = 21, 3_000, 0.2
+        args.days, args.profiles, args.latency = 14, 2_000, 0.2
     end = (START + dt.timedelta(days=args.days - 1)).isoformat()
     events = args.days * args.events_per_day
     results: dict[str, Any] = {
