@@ -43,13 +43,13 @@ from tap_mixpanel_parallel.export.plan import (
     plan_run,
     too_large_days,
 )
-from tap_mixpanel_parallel.export.runner import MAX_BACKOFF_SECONDS
 from tap_mixpanel_parallel.export.state import ExportState, settle_done, settle_failed
 from tap_mixpanel_parallel.http.limiter import (
     WINDOW_MARGIN_SECONDS,
     SlidingWindow,
     per_second_window,
 )
+from tap_mixpanel_parallel.http.retry import MAX_BACKOFF_SECONDS
 from tap_mixpanel_parallel.run.dates import Partition
 
 START = dt.date(2023, 1, 2)
