@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the pure logic where a silent slip loses or duplicates data, and its score
-# per module. Not part of CI: it takes about a quarter of an hour on two cores (see README).
+# per module. Not part of CI: it takes about a quarter of an hour on two cores
+# (see docs/development.md).
 #
 #   bash scripts/mutation.sh            # fresh run, then the scores
 #   bash scripts/mutation.sh --report   # only the scores of the last run (mutants/ kept)
@@ -23,7 +24,7 @@ JOBS=${MUTATION_JOBS:-2}
 GOAL=${MUTATION_GOAL:-85}
 
 if [[ ! -x .venv/bin/uv ]]; then
-    echo "no .venv with uv: install as .ci/check does (README, Tests)" >&2
+    echo "no .venv with uv: install as .ci/check does (README, Install)" >&2
     exit 2
 fi
 

@@ -74,6 +74,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if name in _SUBPROCESS_MODULES or fixtures & _SUBPROCESS_FIXTURES:
             item.add_marker(pytest.mark.cli)
+        if item.get_closest_marker("meltano"):
+            # pytest-xdist (`--dist loadgroup`, pyproject.toml) keeps a module's Meltano tests on
+            # one worker, so its session-wide `meltano install` is made once, not once a worker.
+            item.add_marker(pytest.mark.xdist_group(name))
+    # The Meltano modules are the longest chains of tests that cannot be spread: handed out
+    # first, they run beside everything else instead of after it. The sort is stable and the
+    # same on every worker, as xdist requires.
+    items.sort(key=lambda item: item.get_closest_marker("meltano") is None)
 
 
 @pytest.fixture

@@ -159,7 +159,7 @@ def test_cohort_members_every_member_once_cohorts_side_by_side(fake_server, run_
     # 429s without Retry-After here: the tap's own backoff decides the waits.
     faults = dataclasses.replace(FAULTS, retry_after=None)
     server = fake_server(start=START, days=3, profiles=900, cohorts=4, faults=faults)
-    config = query_config(server, engage_page_size=40)
+    config = query_config(server, engage_page_size=40, rate_limit_wait=0.05)
     run = run_tap(config, extra_args=catalog_for(config, "cohort_members", "cohorts"))
     assert run.returncode == 0, run.stderr
     members = records_of(run, "cohort_members")

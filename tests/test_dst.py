@@ -1,4 +1,4 @@
-"""Local-time projects: the repeated autumn hour reads as its first pass, as the README says."""
+"""Local-time projects: the repeated autumn hour reads as its first pass (docs/streams.md)."""
 
 from __future__ import annotations
 

@@ -704,7 +704,7 @@ def test_start_is_idempotent_and_context_manager_stops():
     assert FakeMixpanel(start=START, days=3).today == START + timedelta(days=2)
 
 
-# Every flag scripts, benchmarks and the README use, with a value that is not its default: the
+# Every flag scripts, benchmarks and the docs use, with a value that is not its default: the
 # flags are derived from the option fields, so renaming a field would silently rename a flag.
 FLAG_VALUES = {
     "--start": "2024-01-01",

@@ -25,8 +25,9 @@ from tests.helpers import TAP, discover
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_DATA = ROOT / "hub" / "_data" / "meltano"
-# The Hub lists implementations of one source as variants of one plugin name (see the README's
-# "On Meltano Hub"): this tap is a variant of tap-mixpanel, the loader one of target-postgres.
+# The Hub lists implementations of one source as variants of one plugin name (see docs/meltano.md,
+# "Why a `tap-mixpanel` variant"): this tap is a variant of tap-mixpanel, the loader one of
+# target-postgres.
 HUB_NAME = "tap-mixpanel"
 LOADER_HUB_NAME = "target-postgres"
 NAME = "tap-mixpanel-parallel"  # the executable, the distribution and meltano.yml's name

@@ -167,7 +167,7 @@ def test_loader_hub_definition_matches_the_installed_loader(hub_project):
 
 
 def test_decimal_settings_work_from_meltano_yml_and_crash_meltano_from_env_vars(hub_project):
-    """Meltano 4.4.1 and the Hub's `decimal` kind, as the README documents them."""
+    """Meltano 4.4.1 and the Hub's `decimal` kind, as docs/meltano.md documents them."""
     # in an environment of the project's own (`meltano init` makes staging), not in dev's config
     staging = "--environment=staging"
     hub_project.ok(staging, "config", "set", "tap-mixpanel", "max_requests_per_second", "0.5")
