@@ -22,11 +22,16 @@ from tap_mixpanel_parallel.query.paging import (
 )
 from tap_mixpanel_parallel.query.records import PageMalformed, ProfileEncoder
 from tap_mixpanel_parallel.query.state import (
+    EngageState,
+    ahead_of,
     dump_bookmark,
+    dump_engage_state,
     engage_where,
     format_last_seen,
+    full_read_due,
     later,
     load_bookmark,
+    load_engage_state,
     parse_last_seen,
 )
 from tap_mixpanel_parallel.run.state import StateError
@@ -99,6 +104,29 @@ def test_without_total_pages_go_a_window_ahead_and_end_at_the_first_short_one(
     assert sum(counts.values()) == held
     assert known <= page_count(held, size) + 1 + window
     assert broken_split(counts, size) is None
+
+
+@given(size=st.integers(1, 10**4), count=st.integers(0, 2 * 10**4))
+@example(size=1, count=1)
+@example(size=1, count=0)
+@example(size=2, count=2)
+def test_only_a_page_under_the_page_size_is_short(size, count):
+    """A full page, even of a page size of one, goes on to the next; one profile fewer ends."""
+    assert is_short(count, size) == (count < size)
+    assert not is_short(size, size)
+    assert is_short(size - 1, size)
+
+
+@given(window=st.integers(1, 8), in_flight=st.integers(0, 12), received=st.integers(1, 20))
+@example(window=5, in_flight=5, received=1)
+def test_no_page_is_added_while_the_window_is_full(window, in_flight, received):
+    """Pages asked for and not yet back count against the window; a full (or overfull, after a
+    smaller window) window asks for none."""
+    known = received + in_flight
+    got = range(received)
+    more = pages_to_add(known, got, short_seen=False, open_ended=True, window=window)
+    assert more == max(0, window - in_flight)
+    assert pages_to_add(known, got, short_seen=True, open_ended=True, window=window) == 0
 
 
 def test_a_short_page_before_the_last_non_empty_one_is_a_broken_split():
@@ -212,6 +240,95 @@ def test_later_is_the_max_of_what_is_known(moments):
         result = later(result, m)
     known = [m for m in moments if m is not None]
     assert result == (max(known) if known else None)
+
+
+SECONDS = st.datetimes(
+    min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(UTC)
+).map(lambda moment: moment.replace(microsecond=0))
+
+
+@given(bookmark=st.none() | SECONDS, last_full_read=st.none() | SECONDS)
+def test_the_engage_state_round_trips_in_the_sdks_shape(bookmark, last_full_read):
+    state = EngageState(bookmark, last_full_read)
+    dumped = dump_engage_state(state, "last_seen")
+    expected: dict[str, object] = {"replication_key": "last_seen"}
+    if bookmark is not None:
+        expected["replication_key_value"] = format_last_seen(bookmark)
+    if last_full_read is not None:
+        expected["last_full_read"] = format_last_seen(last_full_read)
+    assert dumped == expected
+    assert load_engage_state(dumped) == state
+
+
+def test_a_first_run_has_an_empty_engage_state():
+    assert load_engage_state({}) == EngageState(None, None)
+    assert load_engage_state({"replication_key_value": None, "last_full_read": None}) == (
+        EngageState()
+    )
+    assert EngageState() == EngageState(None, None)
+
+
+@pytest.mark.parametrize("raw", ["last week", "", 1706702400])
+def test_an_unreadable_last_full_read_is_a_state_error_naming_the_key(raw):
+    given = {"replication_key_value": "2024-01-31T12:00:00", "last_full_read": raw}
+    with pytest.raises(StateError) as caught:
+        load_engage_state(given)
+    assert str(caught.value) == (
+        f"bookmarks.engage.last_full_read: {raw!r} is not an ISO 8601 date-time"
+    )
+
+
+def test_an_unreadable_engage_bookmark_is_a_state_error_naming_the_key():
+    with pytest.raises(StateError) as caught:
+        load_engage_state({"replication_key_value": "soon", "last_full_read": "2024-01-31"})
+    assert str(caught.value) == (
+        "bookmarks.engage.replication_key_value: 'soon' is not an ISO 8601 date-time"
+    )
+
+
+@given(moment=st.none() | SECONDS, clock=SECONDS)
+@example(moment=dt.datetime(2024, 1, 31, tzinfo=UTC), clock=dt.datetime(2024, 1, 31, tzinfo=UTC))
+def test_only_a_moment_after_the_clock_is_ahead_of_it(moment, clock):
+    expected = moment if moment is not None and moment > clock else None
+    assert ahead_of(moment, clock) == expected
+
+
+def test_a_moment_a_second_after_the_clock_is_ahead_of_it():
+    clock = dt.datetime(2024, 1, 31, 12, tzinfo=UTC)
+    second = dt.timedelta(seconds=1)
+    assert ahead_of(clock + second, clock) == clock + second
+    assert ahead_of(clock, clock) is None
+    assert ahead_of(clock - second, clock) is None
+    assert ahead_of(None, clock) is None
+
+
+NOW = dt.datetime(2024, 3, 10, 6, tzinfo=UTC)
+BOOKMARK = dt.datetime(2024, 3, 9, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("every_days", [None, 1, 7])
+@pytest.mark.parametrize("last_full_read", [None, NOW])
+def test_a_forced_or_first_engage_run_reads_every_profile(every_days, last_full_read):
+    assert full_read_due(EngageState(None, last_full_read), NOW, every_days, forced=False)
+    assert full_read_due(EngageState(BOOKMARK, last_full_read), NOW, every_days, forced=True)
+    assert full_read_due(EngageState(None, last_full_read), NOW, every_days, forced=True)
+
+
+def test_without_a_full_refresh_period_an_engage_run_with_a_bookmark_is_incremental():
+    assert not full_read_due(EngageState(BOOKMARK, None), NOW, None, forced=False)
+    assert not full_read_due(EngageState(BOOKMARK, BOOKMARK), NOW, None, forced=False)
+
+
+@given(every_days=st.integers(1, 400), age=st.integers(0, 500 * 86400))
+@example(every_days=7, age=7 * 86400)
+@example(every_days=7, age=7 * 86400 - 1)
+@example(every_days=1, age=86400 - 1)
+def test_a_full_read_is_due_once_the_period_has_passed_since_the_last(every_days, age):
+    last = NOW - dt.timedelta(seconds=age)
+    due = full_read_due(EngageState(BOOKMARK, last), NOW, every_days, forced=False)
+    assert due == (age >= every_days * 86400)
+    # Never read in full yet (a state from before the setting): due at once.
+    assert full_read_due(EngageState(BOOKMARK, None), NOW, every_days, forced=False)
 
 
 PAGE = {
