@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the pure logic where a silent slip loses or duplicates data, and its score
-# per module. Not part of CI: it takes about a quarter of an hour on two cores
-# (see docs/development.md).
+# per module. Not part of CI: it takes 3-4 minutes on two idle cores (see docs/development.md).
 #
 #   bash scripts/mutation.sh            # fresh run, then the scores
 #   bash scripts/mutation.sh --report   # only the scores of the last run (mutants/ kept)
