@@ -358,3 +358,16 @@ def test_a_pause_moved_later_is_announced_again_only_when_by_more_than_a_second(
         assert clock.now == 30 + later_by
     expected = [(30, "429 pause")] + ([(20 + later_by, "429 pause")] if again else [])
     assert announced == expected
+
+
+def test_a_429_pause_and_a_budget_asking_the_same_wait_are_announced_as_the_429():
+    """On a tie the announcement names the 429: Mixpanel's own answer, logged just before."""
+    limiter, clock, _, announced = virtual(per_second=0.1)
+    stop = threading.Event()
+    with limiter.slot(stop):
+        pass
+    window_wait = per_second_window(0.1).seconds  # the per-second budget's wait from now
+    limiter.throttled(window_wait)
+    with limiter.slot(stop):
+        assert clock.now == window_wait
+    assert announced == [(window_wait, "429 pause")]

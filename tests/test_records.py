@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tap_mixpanel_parallel.export.records import (
@@ -18,7 +18,13 @@ from tap_mixpanel_parallel.export.records import (
     synthetic_insert_id,
 )
 from tap_mixpanel_parallel.http.errors import PartitionRejected, StreamCut
-from tap_mixpanel_parallel.run.text import REPLACEMENT, decode_record, sanitize_line
+from tap_mixpanel_parallel.run.text import (
+    REPLACEMENT,
+    decode_record,
+    decode_text,
+    is_utf8,
+    sanitize_line,
+)
 from tests.helpers import machine_zone
 
 UTC_ENC = RecordEncoder(time_in_ms=False, zone=None, as_messages=False)
@@ -425,3 +431,24 @@ def test_a_line_with_nothing_to_clean_comes_back_as_the_same_object(value):
         return  # a NUL escape or a lone surrogate (invalid UTF-8): lines that get cleaned
     line = text.encode("utf-8")
     assert sanitize_line(line) is line
+
+
+@given(st.binary(max_size=30))
+@example(b"\xed\xa0\x80 a surrogate, \xc0\x80 an overlong NUL, \xef\xbf\xbd a real U+FFFD")
+def test_decode_text_makes_invalid_utf8_in_a_string_u_fffd_from_any_buffer(junk):
+    """Bytes msgspec refuses as text are decoded as Python's ``replace`` handler reads them."""
+    value = bytes(b for b in junk if b >= 0x20 and b not in b'"\\')  # keep the JSON valid
+    line = b'{"k":"' + value + b'"}'
+    expected = {"k": value.decode("utf-8", "replace")}
+    for data in (line, memoryview(line), bytearray(line)):
+        assert decode_text(msgspec.json.decode, data) == expected
+    assert is_utf8(line) == (expected["k"].encode() == value)
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"k":"v', b'{"k":"\xff', b"<html>busy</html>", b'{"k":"\xff"}}', b""]
+)
+def test_decode_text_still_raises_for_a_cut_or_foreign_body(body):
+    """Invalid UTF-8 in a body that is no JSON does not turn it into a value."""
+    with pytest.raises(msgspec.DecodeError):
+        decode_text(msgspec.json.decode, memoryview(body))

@@ -342,3 +342,100 @@ def test_a_failed_partition_with_only_its_dates_is_owed_with_no_attempts_and_no_
     ]
     dumped = dump_state(state)["failed_partitions"]
     assert all(d["error"] == "" and d["attempts"] == 0 for d in dumped)
+
+
+# -- a failed partition settled a piece at a time -------------------------------------------------
+
+
+def test_a_piece_in_the_middle_of_an_owed_range_splits_it_around_the_piece():
+    before = FailedPartition(Partition(D(2024, 1, 1), D(2024, 1, 3)), "before", 1)
+    week = FailedPartition(Partition(D(2024, 2, 1), D(2024, 2, 7)), "cut", 6)
+    after = FailedPartition(Partition(D(2024, 3, 1), D(2024, 3, 2)), "after", 2)
+    state = ExportState(D(2024, 3, 31), (before, week, after))
+    retry = planned(D(2024, 2, 1), D(2024, 2, 7), retry=True)
+    piece = Partition(D(2024, 2, 3), D(2024, 2, 4))
+
+    failed_again = settle_failed(state, retry, "500", 2, TODAY, piece)
+    assert failed_again == ExportState(
+        D(2024, 3, 31),
+        (
+            before,
+            FailedPartition(Partition(D(2024, 2, 1), D(2024, 2, 2)), "cut", 6),
+            FailedPartition(piece, "500", 8),
+            FailedPartition(Partition(D(2024, 2, 5), D(2024, 2, 7)), "cut", 6),
+            after,
+        ),
+    )
+    done = settle_done(state, retry, TODAY, piece)
+    assert done == ExportState(
+        D(2024, 3, 31),
+        (
+            before,
+            FailedPartition(Partition(D(2024, 2, 1), D(2024, 2, 2)), "cut", 6),
+            FailedPartition(Partition(D(2024, 2, 5), D(2024, 2, 7)), "cut", 6),
+            after,
+        ),
+    )
+
+
+def test_a_piece_of_a_new_partition_is_owed_alone_and_its_days_only():
+    week = planned(D(2024, 2, 1), D(2024, 2, 7))
+    piece = Partition(D(2024, 2, 1), D(2024, 2, 3))
+    state = settle_failed(ExportState(), week, "cut", 3, TODAY, piece)
+    assert state == ExportState(D(2024, 2, 3), (FailedPartition(piece, "cut", 3),))
+    rest = Partition(D(2024, 2, 4), D(2024, 2, 7))
+    state = settle_done(state, week, TODAY, rest)
+    assert state == ExportState(D(2024, 2, 7), (FailedPartition(piece, "cut", 3),))
+
+
+def owed_after(failed, index, piece, again):
+    """What the failed list must be once ``piece`` of ``failed[index]`` is settled, day by day:
+    the entry's other days keep its error and attempts, the piece (when ``again`` failed) takes
+    their place with the attempts summed, and nothing else moves."""
+    entry = failed[index]
+    span = entry.partition
+    around = []
+    if span.from_date < piece.from_date:
+        left = Partition(span.from_date, piece.from_date - dt.timedelta(days=1))
+        around.append(FailedPartition(left, entry.error, entry.attempts))
+    if again is not None:
+        around.append(FailedPartition(piece, again.error, again.attempts + entry.attempts))
+    if piece.to_date < span.to_date:
+        right = Partition(piece.to_date + dt.timedelta(days=1), span.to_date)
+        around.append(FailedPartition(right, entry.error, entry.attempts))
+    return (*failed[:index], *around, *failed[index + 1 :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(st.tuples(st.integers(1, 5), st.integers(0, 9)), min_size=1, max_size=5),
+    attempts=st.lists(st.integers(0, 9), min_size=5, max_size=5),
+    data=st.data(),
+)
+def test_settling_a_piece_of_an_owed_range_keeps_exactly_its_other_days(gaps, attempts, data):
+    failed = []
+    start = D(2024, 1, 1)
+    for i, (gap, length) in enumerate(gaps):
+        start += dt.timedelta(days=gap)
+        end = start + dt.timedelta(days=length)
+        failed.append(FailedPartition(Partition(start, end), f"error {i}", attempts[i]))
+        start = end + dt.timedelta(days=1)
+    failed = tuple(failed)
+    index = data.draw(st.integers(0, len(failed) - 1))
+    span = failed[index].partition
+    first = data.draw(st.integers(0, span.days - 1))
+    last = data.draw(st.integers(first, span.days - 1))
+    piece = Partition(
+        span.from_date + dt.timedelta(days=first), span.from_date + dt.timedelta(days=last)
+    )
+    bookmark = D(2024, 12, 31)
+    state = ExportState(bookmark, failed)
+    retry = planned(span.from_date, span.to_date, retry=True)
+
+    again = FailedPartition(piece, "again", data.draw(st.integers(1, 9)))
+    assert settle_failed(state, retry, "again", again.attempts, TODAY, piece) == ExportState(
+        bookmark, owed_after(failed, index, piece, again)
+    )
+    assert settle_done(state, retry, TODAY, piece) == ExportState(
+        bookmark, owed_after(failed, index, piece, None)
+    )
