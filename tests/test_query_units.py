@@ -222,6 +222,9 @@ def test_an_unreadable_bookmark_is_a_state_error_naming_the_key():
     [
         ("2024-01-31T12:00:00", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
         ("2024-01-31T12:00:00Z", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
+        ("2024-01-31T12:00:00z", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
+        ("2024-01-31T12:00:00.5Z", dt.datetime(2024, 1, 31, 12, 0, 0, 500000, tzinfo=UTC)),
+        ("Z", None),
         ("2024-01-31T13:00:00+01:00", dt.datetime(2024, 1, 31, 12, tzinfo=UTC)),
         ("not a date", None),
         (1706702400, None),

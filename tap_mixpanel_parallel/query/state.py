@@ -22,12 +22,16 @@ def parse_last_seen(value: Any) -> dt.datetime | None:
     """``$last_seen`` as an aware UTC datetime, or None when absent or unreadable.
 
     Mixpanel writes it without an offset (``2024-01-31T12:00:00``); it is read as UTC, as the
-    peers do. Nothing in Mixpanel's documentation says otherwise.
+    peers do. Nothing in Mixpanel's documentation says otherwise. A ``Z`` offset, which RFC 3339
+    allows in either case, is UTC too (``fromisoformat`` reads neither on Python 3.10, nor a
+    lowercase one on any version).
     """
     if not isinstance(value, str) or not value:
         return None
+    if value[-1:].upper() == "Z":
+        value = value[:-1] + "+00:00"
     try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(value)
     except ValueError:
         return None
     if moment.tzinfo is None:
