@@ -397,7 +397,6 @@ class PartitionRunner:
                 limiter=self._limiter,
                 stop=self.stop_event,
                 max_retries=self._max_retries,
-                max_throttle_streak=MAX_THROTTLE_STREAK,
                 on_retry=on_retry,
                 on_throttle=lambda exc, throttle: self._throttled(planned, exc, throttle),
                 backoff_factor=self._backoff_factor,

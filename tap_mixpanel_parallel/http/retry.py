@@ -21,6 +21,7 @@ import backoff
 
 from tap_mixpanel_parallel.http.errors import ExportError, RateLimited
 from tap_mixpanel_parallel.http.limiter import RateLimiter, StopRequested, Throttle
+from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK
 
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -50,7 +51,7 @@ def with_retries(
     stop: threading.Event,
     max_retries: int,
     on_retry: OnRetry,
-    max_throttle_streak: int,
+    max_throttle_streak: int = MAX_THROTTLE_STREAK,
     charge: bool = True,
     backoff_factor: float = 1.0,
     halted: Callable[[], bool] | None = None,

@@ -20,7 +20,6 @@ from tap_mixpanel_parallel.http.retry import with_retries
 from tap_mixpanel_parallel.http.session import SessionPool
 from tap_mixpanel_parallel.query.client import QUERY_ACCEPT
 from tap_mixpanel_parallel.run.pool import RunLoop
-from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK
 from tap_mixpanel_parallel.settings import Settings
 
 #: The Query API documents no per-second budget; this only keeps a runaway loop polite.
@@ -74,7 +73,6 @@ class QueryApi:
             limiter=self.limiter,
             stop=self.stop_event,
             max_retries=self.settings.max_retries,
-            max_throttle_streak=MAX_THROTTLE_STREAK,
             on_retry=on_retry,
         )
 

@@ -46,7 +46,7 @@ from tap_mixpanel_parallel.query.records import PageWritten, ProfileEncoder
 from tap_mixpanel_parallel.query.state import later
 from tap_mixpanel_parallel.run.pool import RunLoop, WorkerPool
 from tap_mixpanel_parallel.run.spool import SpoolDir
-from tap_mixpanel_parallel.run.status import MAX_THROTTLE_STREAK, Status
+from tap_mixpanel_parallel.run.status import Status
 
 #: Queries of at least this many pages log their progress about every tenth of them.
 PROGRESS_MIN_PAGES = 20
@@ -387,7 +387,6 @@ class QueryRunner:
                 limiter=self._limiter,
                 stop=self.stop_event,
                 max_retries=self._max_retries,
-                max_throttle_streak=MAX_THROTTLE_STREAK,
                 on_retry=on_retry,
                 charge=page == 0 or self._charge_pages,
                 backoff_factor=self._backoff_factor,
